@@ -1,0 +1,189 @@
+"""Register codec: pure functions between engineering values and Modbus registers.
+
+Every width, byte order and word order goes through these few functions, for the
+agent (decode) and the simulator (encode) alike, so they are table-tested once.
+
+Byte and word order, for the 32-bit value 0xAABBCCDD (A most significant byte):
+
+    word_order  byte_order  registers on the wire   common name
+    big         big         0xAABB 0xCCDD           ABCD (Modbus standard)
+    little      big         0xCCDD 0xAABB           CDAB ("word swap")
+    big         little      0xBBAA 0xDDCC           BADC ("byte swap")
+    little      little      0xDDCC 0xBBAA           DCBA
+
+64-bit values follow the same rules over four registers. Strings are two characters
+a register, first character in the high byte unless ``byte_order`` is little.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from edge_agent.errors import CodecError
+from edge_agent.profiles import DataType, Point
+
+Number = int | float
+Value = int | float | str | bool
+
+_FLOAT_FORMAT = {DataType.FLOAT32: ">f", DataType.FLOAT64: ">d"}
+_SIGNED = {DataType.INT16, DataType.INT32, DataType.INT64}
+
+
+@dataclass(frozen=True, slots=True)
+class PointValue:
+    """A decoded point.
+
+    ``value`` is the engineering value (``raw * scale + offset``; an ``int`` when the
+    point is an integer with scale 1 and offset 0, so counters stay exact), ``raw`` the
+    number as it sat in the registers, ``bits`` the named bits, and ``label`` the enum
+    label (``None`` for a value the profile does not name).
+    """
+
+    value: Value
+    raw: Value
+    bits: Mapping[str, bool] = field(default_factory=dict)
+    label: str | None = None
+
+
+def integer_range(dtype: DataType) -> tuple[int, int]:
+    """Smallest and largest raw value of an integer type."""
+    width = 16 * dtype.words
+    if dtype in _SIGNED:
+        return -(1 << (width - 1)), (1 << (width - 1)) - 1
+    return 0, (1 << width) - 1
+
+
+def _check_words(point: Point, words: Sequence[int]) -> None:
+    if len(words) != point.count:
+        raise CodecError(point.name, f"needs {point.count} registers, got {len(words)}")
+    for w in words:
+        if not 0 <= w <= 0xFFFF:
+            raise CodecError(point.name, f"register value {w} is not a 16-bit unsigned integer")
+
+
+def words_to_bytes(words: Sequence[int], byte_order: str, word_order: str) -> bytes:
+    """Registers as they came off the wire -> the value's bytes, most significant first."""
+    ordered = list(words) if word_order == "big" else list(reversed(words))
+    if byte_order == "big":
+        return b"".join(w.to_bytes(2, "big") for w in ordered)
+    return b"".join(w.to_bytes(2, "little") for w in ordered)
+
+
+def bytes_to_words(data: bytes, byte_order: str, word_order: str) -> list[int]:
+    """The inverse of :func:`words_to_bytes`."""
+    if len(data) % 2:
+        raise ValueError("an odd number of bytes does not fill whole registers")
+    endian = "big" if byte_order == "big" else "little"
+    words = [int.from_bytes(data[i : i + 2], endian) for i in range(0, len(data), 2)]
+    return words if word_order == "big" else list(reversed(words))
+
+
+def decode_raw(point: Point, words: Sequence[int]) -> Value:
+    """Registers (or one bit, for a bool point) -> the raw number, string or bool."""
+    _check_words(point, words)
+    t = point.type
+    if t is DataType.BOOL:
+        return bool(words[0])
+    if t is DataType.STRING:
+        data = b"".join(w.to_bytes(2, point.byte_order) for w in words)
+        return data.split(b"\x00", 1)[0].decode("ascii", errors="replace").rstrip(" ")
+    data = words_to_bytes(words, point.byte_order, point.word_order)
+    if t.is_float:
+        return float(struct.unpack(_FLOAT_FORMAT[t], data)[0])
+    return int.from_bytes(data, "big", signed=t in _SIGNED)
+
+
+def _is_exact(point: Point) -> bool:
+    return point.type.is_integer and point.scale == 1 and point.offset == 0
+
+
+def decode_point(point: Point, words: Sequence[int]) -> PointValue:
+    """Registers -> :class:`PointValue` with scale, offset, bits and enum applied."""
+    raw = decode_raw(point, words)
+    if isinstance(raw, (str, bool)):
+        return PointValue(value=raw, raw=raw)
+    if isinstance(raw, int):
+        bits = {n: bool((raw >> b) & 1) for n, b in (point.bits or {}).items()}
+        label = (point.enum or {}).get(raw)
+        value: Number = raw if _is_exact(point) else raw * point.scale + point.offset
+        return PointValue(value=value, raw=raw, bits=bits, label=label)
+    return PointValue(value=raw * point.scale + point.offset, raw=raw)
+
+
+def encode_point(point: Point, value: Value, *, saturate: bool = False) -> list[int]:
+    """Engineering value -> registers (or ``[0|1]`` for a bool point).
+
+    Integer points round to the nearest raw step. A value outside the type's range is
+    an error, or, with ``saturate=True``, clamped to the range, as a controller's
+    firmware does with a reading past its register's limits.
+    """
+    t = point.type
+    if t is DataType.BOOL:
+        if not isinstance(value, (bool, int)):
+            raise CodecError(point.name, f"expected a bool, got {value!r}")
+        return [1 if value else 0]
+    if t is DataType.STRING:
+        if not isinstance(value, str):
+            raise CodecError(point.name, f"expected a string, got {value!r}")
+        try:
+            data = value.encode("ascii")
+        except UnicodeEncodeError:
+            raise CodecError(point.name, f"{value!r} is not ASCII") from None
+        size = 2 * point.count
+        if len(data) > size:
+            if not saturate:
+                raise CodecError(point.name, f"{value!r} is longer than {size} characters")
+            data = data[:size]
+        data = data.ljust(size, b"\x00")
+        return [int.from_bytes(data[i : i + 2], point.byte_order) for i in range(0, size, 2)]
+    if isinstance(value, str):
+        raise CodecError(point.name, f"expected a number, got {value!r}")
+    if isinstance(value, float) and math.isnan(value) and not t.is_float:
+        raise CodecError(point.name, f"NaN cannot be stored in a {t.value}")
+    raw = (value - point.offset) / point.scale if not _is_exact(point) else value
+    if t.is_float:
+        try:
+            data = struct.pack(_FLOAT_FORMAT[t], raw)
+        except OverflowError:
+            if not saturate:
+                raise CodecError(point.name, f"{value!r} overflows {t.value}") from None
+            limit = 3.4028234663852886e38
+            data = struct.pack(_FLOAT_FORMAT[t], math.copysign(limit, raw))
+        return bytes_to_words(data, point.byte_order, point.word_order)
+    if isinstance(raw, float) and math.isinf(raw):
+        if not saturate:
+            raise CodecError(point.name, f"{value!r} does not fit {t.value}")
+        raw = 0.0
+    rounded = round(raw)
+    lo, hi = integer_range(t)
+    if not lo <= rounded <= hi:
+        if not saturate:
+            raise CodecError(
+                point.name,
+                f"{value!r} is raw {rounded}, outside {t.value} range {lo}..{hi}"
+                f" (scale {point.scale}, offset {point.offset})",
+            )
+        rounded = min(max(rounded, lo), hi)
+    data = rounded.to_bytes(2 * t.words, "big", signed=t in _SIGNED)
+    return bytes_to_words(data, point.byte_order, point.word_order)
+
+
+def pack_bits(point: Point, flags: Mapping[str, bool]) -> int:
+    """Named flags -> the raw integer of a bit-field point."""
+    names = point.bits or {}
+    unknown = set(flags) - set(names)
+    if unknown:
+        raise CodecError(point.name, f"has no bits named {sorted(unknown)}; it has {sorted(names)}")
+    raw = 0
+    for name, on in flags.items():
+        if on:
+            raw |= 1 << names[name]
+    return raw
+
+
+def quantize(point: Point, value: float) -> float:
+    """The value a reader would decode after ``value`` went through the register."""
+    return float(decode_point(point, encode_point(point, value, saturate=True)).value)
