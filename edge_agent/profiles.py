@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from enum import StrEnum
 from functools import cache
-from importlib import resources
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from edge_agent.errors import ProfileError
 
 PROFILE_SCHEMA_VERSION = 1
+BUILTIN_PROFILE_DIR = Path(__file__).parent / "profiles"
 
 
 class Table(StrEnum):
@@ -152,8 +153,7 @@ class Point(_Strict):
     def count(self) -> int:
         """Registers (or bits, in a bit table) this point occupies."""
         if self.type is DataType.STRING:
-            assert self.length is not None  # enforced by the validator
-            return self.length
+            return self.length or 1  # the validator requires a length for strings
         return self.type.words
 
     @property
@@ -191,7 +191,8 @@ class DeviceProfile(_Strict):
         filled = []
         for p in data["points"]:
             if isinstance(p, dict):
-                p = {**{k: v for k, v in defaults.items() if k in ("byte_order", "word_order")}, **p}
+                orders = {k: v for k, v in defaults.items() if k in ("byte_order", "word_order")}
+                p = {**orders, **p}
             filled.append(p)
         return {**data, "points": filled}
 
@@ -200,13 +201,15 @@ class DeviceProfile(_Strict):
         seen: dict[str, int] = {}
         for i, p in enumerate(self.points):
             if p.name in seen:
-                raise ValueError(f"points[{i}]: name {p.name!r} is already used by points[{seen[p.name]}]")
+                raise ValueError(
+                    f"points[{i}]: name {p.name!r} is already used by points[{seen[p.name]}]"
+                )
             seen[p.name] = i
         for table in Table:
             spans = sorted(
                 (p.address, p.end, i) for i, p in enumerate(self.points) if p.table is table
             )
-            for (a0, e0, i0), (a1, _e1, i1) in zip(spans, spans[1:], strict=False):
+            for (a0, e0, i0), (a1, _e1, i1) in pairwise(spans):
                 if a1 < e0:
                     raise ValueError(
                         f"points[{i1}] ({self.points[i1].name}) at {table.value} address {a1} "
@@ -243,7 +246,8 @@ def _loc(loc: tuple[int | str, ...]) -> str:
 def parse_profile(data: Mapping[str, Any] | Any, source: str = "<profile>") -> DeviceProfile:
     """Validate already-parsed YAML; errors name ``source``, the key and why."""
     if not isinstance(data, Mapping):
-        raise ProfileError(source, "", f"expected a mapping at the top level, got {type(data).__name__}")
+        got = type(data).__name__
+        raise ProfileError(source, "", f"expected a mapping at the top level, got {got}")
     version = data.get("schema_version")
     if version != PROFILE_SCHEMA_VERSION:
         raise ProfileError(
@@ -279,12 +283,9 @@ def load_profile(path: Path | str) -> DeviceProfile:
 def builtin_profiles() -> dict[str, DeviceProfile]:
     """The profiles shipped with EdgeWatch, by id."""
     out: dict[str, DeviceProfile] = {}
-    folder = resources.files("edge_agent") / "profiles"
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".yaml"):
-            with resources.as_file(entry) as path:
-                profile = load_profile(path)
-            out[profile.id] = profile
+    for path in sorted(BUILTIN_PROFILE_DIR.glob("*.yaml")):
+        profile = load_profile(path)
+        out[profile.id] = profile
     return out
 
 
@@ -299,6 +300,8 @@ def resolve_profile(ref: str, base_dir: Path | None = None) -> DeviceProfile:
     if path.suffix in (".yaml", ".yml"):
         return load_profile(path)
     raise ProfileError(
-        ref, "", f"no shipped profile has this id (shipped: {', '.join(sorted(shipped))}) "
-        "and it is not a path to a .yaml file"
+        ref,
+        "",
+        f"no shipped profile has this id (shipped: {', '.join(sorted(shipped))}) "
+        "and it is not a path to a .yaml file",
     )

@@ -21,6 +21,7 @@ import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from edge_agent.errors import CodecError
 from edge_agent.profiles import DataType, Point
@@ -46,6 +47,10 @@ class PointValue:
     raw: Value
     bits: Mapping[str, bool] = field(default_factory=dict)
     label: str | None = None
+
+
+def _endian(order: str) -> Literal["big", "little"]:
+    return "big" if order == "big" else "little"
 
 
 def integer_range(dtype: DataType) -> tuple[int, int]:
@@ -76,7 +81,7 @@ def bytes_to_words(data: bytes, byte_order: str, word_order: str) -> list[int]:
     """The inverse of :func:`words_to_bytes`."""
     if len(data) % 2:
         raise ValueError("an odd number of bytes does not fill whole registers")
-    endian = "big" if byte_order == "big" else "little"
+    endian = _endian(byte_order)
     words = [int.from_bytes(data[i : i + 2], endian) for i in range(0, len(data), 2)]
     return words if word_order == "big" else list(reversed(words))
 
@@ -88,7 +93,7 @@ def decode_raw(point: Point, words: Sequence[int]) -> Value:
     if t is DataType.BOOL:
         return bool(words[0])
     if t is DataType.STRING:
-        data = b"".join(w.to_bytes(2, point.byte_order) for w in words)
+        data = b"".join(w.to_bytes(2, _endian(point.byte_order)) for w in words)
         return data.split(b"\x00", 1)[0].decode("ascii", errors="replace").rstrip(" ")
     data = words_to_bytes(words, point.byte_order, point.word_order)
     if t.is_float:
@@ -138,7 +143,8 @@ def encode_point(point: Point, value: Value, *, saturate: bool = False) -> list[
                 raise CodecError(point.name, f"{value!r} is longer than {size} characters")
             data = data[:size]
         data = data.ljust(size, b"\x00")
-        return [int.from_bytes(data[i : i + 2], point.byte_order) for i in range(0, size, 2)]
+        endian = _endian(point.byte_order)
+        return [int.from_bytes(data[i : i + 2], endian) for i in range(0, size, 2)]
     if isinstance(value, str):
         raise CodecError(point.name, f"expected a number, got {value!r}")
     if isinstance(value, float) and math.isnan(value) and not t.is_float:

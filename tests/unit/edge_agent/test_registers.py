@@ -1,0 +1,261 @@
+"""The register codec, table-tested for every width, byte order and word order."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edge_agent.errors import CodecError
+from edge_agent.profiles import DataType, Point, Table
+from edge_agent.registers import (
+    decode_point,
+    encode_point,
+    integer_range,
+    pack_bits,
+    quantize,
+)
+
+ORDERS = [("big", "big"), ("big", "little"), ("little", "big"), ("little", "little")]
+
+
+def point(dtype: str, byte_order: str = "big", word_order: str = "big", **kw: Any) -> Point:
+    table = Table.COIL if dtype == "bool" else Table.HOLDING
+    return Point(
+        name="p",
+        table=table,
+        address=0,
+        type=DataType(dtype),
+        byte_order=byte_order,
+        word_order=word_order,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+# (type, value, {(byte_order, word_order): registers on the wire})
+TABLE: list[tuple[str, int | float, dict[tuple[str, str], list[int]]]] = [
+    ("uint16", 0x1234, {("big", "big"): [0x1234], ("little", "big"): [0x3412]}),
+    ("int16", -2, {("big", "big"): [0xFFFE], ("little", "big"): [0xFEFF]}),
+    ("int16", -32768, {("big", "big"): [0x8000], ("little", "big"): [0x0080]}),
+    (
+        "uint32",
+        0x12345678,
+        {
+            ("big", "big"): [0x1234, 0x5678],  # ABCD
+            ("big", "little"): [0x5678, 0x1234],  # CDAB
+            ("little", "big"): [0x3412, 0x7856],  # BADC
+            ("little", "little"): [0x7856, 0x3412],  # DCBA
+        },
+    ),
+    (
+        "int32",
+        -2,
+        {
+            ("big", "big"): [0xFFFF, 0xFFFE],
+            ("big", "little"): [0xFFFE, 0xFFFF],
+            ("little", "big"): [0xFFFF, 0xFEFF],
+            ("little", "little"): [0xFEFF, 0xFFFF],
+        },
+    ),
+    (
+        "float32",
+        1.0,
+        {
+            ("big", "big"): [0x3F80, 0x0000],
+            ("big", "little"): [0x0000, 0x3F80],
+            ("little", "big"): [0x803F, 0x0000],
+            ("little", "little"): [0x0000, 0x803F],
+        },
+    ),
+    (
+        "float32",
+        -123.5,
+        {
+            ("big", "big"): [0xC2F7, 0x0000],
+            ("big", "little"): [0x0000, 0xC2F7],
+            ("little", "big"): [0xF7C2, 0x0000],
+            ("little", "little"): [0x0000, 0xF7C2],
+        },
+    ),
+    (
+        "uint64",
+        0x0102030405060708,
+        {
+            ("big", "big"): [0x0102, 0x0304, 0x0506, 0x0708],
+            ("big", "little"): [0x0708, 0x0506, 0x0304, 0x0102],
+            ("little", "big"): [0x0201, 0x0403, 0x0605, 0x0807],
+            ("little", "little"): [0x0807, 0x0605, 0x0403, 0x0201],
+        },
+    ),
+    (
+        "int64",
+        -0x0102030405060708,
+        {
+            ("big", "big"): [0xFEFD, 0xFCFB, 0xFAF9, 0xF8F8],
+            ("big", "little"): [0xF8F8, 0xFAF9, 0xFCFB, 0xFEFD],
+            ("little", "big"): [0xFDFE, 0xFBFC, 0xF9FA, 0xF8F8],
+            ("little", "little"): [0xF8F8, 0xF9FA, 0xFBFC, 0xFDFE],
+        },
+    ),
+    (
+        "float64",
+        1.0,
+        {
+            ("big", "big"): [0x3FF0, 0, 0, 0],
+            ("big", "little"): [0, 0, 0, 0x3FF0],
+            ("little", "big"): [0xF03F, 0, 0, 0],
+            ("little", "little"): [0, 0, 0, 0xF03F],
+        },
+    ),
+]
+
+CASES = [
+    pytest.param(t, v, bo, wo, regs, id=f"{t}-{v}-{bo}bytes-{wo}words")
+    for t, v, by_order in TABLE
+    for (bo, wo), regs in by_order.items()
+]
+
+
+@pytest.mark.parametrize(("dtype", "value", "byte_order", "word_order", "registers"), CASES)
+def test_encode_gives_the_documented_wire_layout(
+    dtype: str, value: int | float, byte_order: str, word_order: str, registers: list[int]
+) -> None:
+    assert encode_point(point(dtype, byte_order, word_order), value) == registers
+
+
+@pytest.mark.parametrize(("dtype", "value", "byte_order", "word_order", "registers"), CASES)
+def test_decode_reads_the_documented_wire_layout(
+    dtype: str, value: int | float, byte_order: str, word_order: str, registers: list[int]
+) -> None:
+    decoded = decode_point(point(dtype, byte_order, word_order), registers)
+    assert decoded.value == value
+    assert type(decoded.value) is type(value)
+
+
+def _strategy(dtype: DataType) -> st.SearchStrategy[Any]:
+    if dtype is DataType.FLOAT32:
+        return st.floats(width=32, allow_nan=False)
+    if dtype is DataType.FLOAT64:
+        return st.floats(allow_nan=False)
+    lo, hi = integer_range(dtype)
+    return st.integers(min_value=lo, max_value=hi)
+
+
+NUMERIC = [t for t in DataType if t.is_integer or t.is_float]
+
+
+@pytest.mark.parametrize("dtype", NUMERIC, ids=lambda t: t.value)
+@pytest.mark.parametrize(("byte_order", "word_order"), ORDERS)
+@given(data=st.data())
+def test_every_type_and_order_round_trips(
+    dtype: DataType, byte_order: str, word_order: str, data: st.DataObject
+) -> None:
+    p = point(dtype.value, byte_order, word_order)
+    value = data.draw(_strategy(dtype))
+    regs = encode_point(p, value)
+    assert len(regs) == dtype.words
+    assert all(0 <= r <= 0xFFFF for r in regs)
+    assert decode_point(p, regs).value == value
+
+
+def test_scale_and_offset_give_engineering_units_and_round_to_the_register_step() -> None:
+    p = point("int16", scale=0.1, offset=-40.0)
+    assert encode_point(p, 21.37) == [614]  # (21.37 + 40) / 0.1 = 613.7 -> 614
+    assert decode_point(p, [614]).value == pytest.approx(21.4)
+    assert quantize(p, 21.37) == pytest.approx(21.4)
+
+
+def test_exact_integers_stay_integers_so_counters_do_not_lose_precision() -> None:
+    p = point("uint64")
+    big = 2**63 + 1  # not representable as a float
+    assert decode_point(p, encode_point(p, big)).value == big
+
+
+def test_value_outside_the_register_range_is_an_error_naming_the_point_and_range() -> None:
+    p = point("uint16", scale=0.01)
+    with pytest.raises(CodecError, match=r"point 'p'.*outside uint16 range 0\.\.65535"):
+        encode_point(p, 700.0)  # raw 70000
+
+
+def test_saturate_clamps_like_controller_firmware() -> None:
+    p = point("int16", scale=0.1)
+    assert decode_point(p, encode_point(p, 1e6, saturate=True)).value == pytest.approx(3276.7)
+    assert decode_point(p, encode_point(p, -1e6, saturate=True)).value == pytest.approx(-3276.8)
+    f = point("float32")
+    assert math.isfinite(float(decode_point(f, encode_point(f, 1e300, saturate=True)).value))
+
+
+def test_nan_cannot_go_into_an_integer_register_but_survives_a_float_one() -> None:
+    with pytest.raises(CodecError, match="NaN"):
+        encode_point(point("int32"), math.nan)
+    assert math.isnan(
+        float(decode_point(point("float32"), encode_point(point("float32"), math.nan)).value)
+    )
+
+
+def test_float32_overflow_is_an_error() -> None:
+    with pytest.raises(CodecError, match="overflows float32"):
+        encode_point(point("float32"), 1e39)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "words", "why"),
+    [
+        ("uint32", [1], "needs 2 registers, got 1"),
+        ("uint16", [1, 2], "needs 1 registers, got 2"),
+        ("uint16", [70000], "not a 16-bit unsigned integer"),
+        ("float64", [1, 2, 3], "needs 4 registers, got 3"),
+    ],
+)
+def test_wrong_register_counts_and_values_are_rejected(
+    dtype: str, words: list[int], why: str
+) -> None:
+    with pytest.raises(CodecError, match=why):
+        decode_point(point(dtype), words)
+
+
+def test_strings_pad_with_nul_and_decode_without_it() -> None:
+    p = point("string", length=4)
+    regs = encode_point(p, "AB-1")
+    assert regs == [0x4142, 0x2D31, 0, 0]
+    assert decode_point(p, regs).value == "AB-1"
+    swapped = point("string", byte_order="little", length=2)
+    assert encode_point(swapped, "ABC") == [0x4241, 0x0043]
+    assert decode_point(swapped, [0x4241, 0x0043]).value == "ABC"
+
+
+def test_strings_that_do_not_fit_or_are_not_ascii_are_rejected() -> None:
+    p = point("string", length=2)
+    with pytest.raises(CodecError, match="longer than 4 characters"):
+        encode_point(p, "ABCDE")
+    assert decode_point(p, encode_point(p, "ABCDE", saturate=True)).value == "ABCD"
+    with pytest.raises(CodecError, match="not ASCII"):
+        encode_point(p, "Äb")
+
+
+def test_bit_fields_decode_to_named_flags() -> None:
+    p = point("uint16", bits={"running": 0, "alarm": 1, "lockout": 15})
+    raw = pack_bits(p, {"running": True, "lockout": True})
+    assert raw == 0x8001
+    decoded = decode_point(p, encode_point(p, raw))
+    assert decoded.bits == {"running": True, "alarm": False, "lockout": True}
+    with pytest.raises(CodecError, match="no bits named"):
+        pack_bits(p, {"defrost": True})
+
+
+def test_enum_labels_known_codes_and_leaves_unknown_ones_unlabelled() -> None:
+    p = point("uint16", enum={0: "off", 1: "running"})
+    assert decode_point(p, [1]).label == "running"
+    unknown = decode_point(p, [7])
+    assert unknown.label is None
+    assert unknown.value == 7
+
+
+def test_bool_points_are_single_bits() -> None:
+    p = point("bool")
+    assert encode_point(p, True) == [1]
+    assert decode_point(p, [1]).value is True
+    assert decode_point(p, [0]).value is False
