@@ -1,0 +1,1 @@
+"""EdgeWatch cloud service: ingest workers, risk scoring, work orders, reports and the REST API."""

@@ -1,0 +1,1 @@
+"""EdgeWatch models: training, evaluation and ONNX export of the anomaly and failure-risk models."""
