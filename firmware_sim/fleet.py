@@ -117,6 +117,11 @@ class DeviceSpec(_Strict):
     maintenance: list[MaintenanceSpec] = []
     fault_rates: dict[FaultType, Annotated[float, Field(ge=0, le=52)]] = {}
     """Random faults: expected onsets per year of each type (Poisson), drawn from the seed."""
+    setpoint_c: Annotated[float, Field(ge=-30, le=35)] | None = None
+    """Controlled-space setpoint (compressors, and the unit a condenser fan serves);
+    default by variant: refrigeration 3 degC, air conditioning 23 degC."""
+    refrigerant: Literal["R410A", "R32"] = "R410A"
+    """Refrigerant of a compressor circuit (saturation curve of its pressures)."""
 
     @model_validator(mode="after")
     def _fits_asset(self) -> DeviceSpec:
@@ -133,6 +138,13 @@ class DeviceSpec(_Strict):
                 f"fault {', '.join(wrong)} cannot occur on a {self.asset_type}; "
                 f"it can develop {', '.join(sorted(f.value for f in allowed))}"
             )
+        for i, m in enumerate(self.maintenance):
+            bad = sorted({f.value for f in m.fixes or [] if f not in allowed})
+            if bad:
+                raise ValueError(
+                    f"maintenance[{i}] fixes {', '.join(bad)}, which a {self.asset_type} "
+                    f"cannot have; it can develop {', '.join(sorted(f.value for f in allowed))}"
+                )
         return self
 
 
@@ -156,7 +168,9 @@ class GatewaySpec(_Strict):
         seen: dict[int, str] = {}
         for d in self.devices:
             if d.unit_id in seen:
-                raise ValueError(f"unit_id {d.unit_id} is used by both {seen[d.unit_id]} and {d.id}")
+                raise ValueError(
+                    f"unit_id {d.unit_id} is used by both {seen[d.unit_id]} and {d.id}"
+                )
             seen[d.unit_id] = d.id
         return self
 
@@ -217,12 +231,20 @@ class Fleet(_Strict):
     seed: int = 0
     start: datetime
     """Where the simulated clock starts."""
+    auto_repair_hours: tuple[
+        Annotated[float, Field(ge=0, le=2000)], Annotated[float, Field(ge=0, le=2000)]
+    ] = (8.0, 72.0)
+    """After a random fault (from ``fault_rates``) trips a unit, a repair visit comes after
+    a delay drawn uniformly from this range (hours). Scheduled faults wait for the
+    ``maintenance`` the file names."""
     clients: Annotated[list[ClientSpec], Field(min_length=1)]
 
     _start_utc = field_validator("start", mode="before")(_utc)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Fleet:
+        if self.auto_repair_hours[0] > self.auto_repair_hours[1]:
+            raise ValueError("auto_repair_hours must be [shortest, longest]")
         for kind, ids in (
             ("client", [c.id for c in self.clients]),
             ("site", [s.id for c in self.clients for s in c.sites]),
@@ -275,7 +297,8 @@ def _loc(loc: tuple[int | str, ...], data: Any) -> str:
         if isinstance(part, str) and part.startswith(("function-", "literal[")):
             continue
         if isinstance(part, int):
-            ident = node[part].get("id") if isinstance(node, list) and part < len(node) and isinstance(node[part], dict) else None
+            item = node[part] if isinstance(node, list) and part < len(node) else None
+            ident = item.get("id") if isinstance(item, dict) else None
             out += f"[{part}]" + (f"({ident})" if ident else "")
             node = node[part] if isinstance(node, list) and part < len(node) else None
         else:
@@ -286,7 +309,9 @@ def _loc(loc: tuple[int | str, ...], data: Any) -> str:
 
 def parse_fleet(data: Any, source: str = "<fleet>") -> Fleet:
     if not isinstance(data, dict):
-        raise FleetError(source, "", f"expected a mapping at the top level, got {type(data).__name__}")
+        raise FleetError(
+            source, "", f"expected a mapping at the top level, got {type(data).__name__}"
+        )
     if data.get("schema_version") != FLEET_SCHEMA_VERSION:
         raise FleetError(
             source,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +139,7 @@ def test_bad_profiles_name_the_file_the_key_and_why(
     assert str(path) in str(err.value)
     assert err.value.source == str(path)
     if key:
-        assert pytest.importorskip("re").search(key, err.value.key)
+        assert re.search(key, err.value.key)
 
 
 def test_defaults_set_the_order_of_points_that_name_none(tmp_path: Path) -> None:
