@@ -1,0 +1,155 @@
+"""``edgewatch-sim`` as a process: endpoints printed, served, stopped cleanly."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from pymodbus.client import ModbusSerialClient, ModbusTcpClient
+
+from edge_agent.profiles import builtin_profiles
+from edge_agent.registers import decode_point
+
+pytestmark = pytest.mark.integration
+
+CC = builtin_profiles()["ew-cc100"]
+
+FLEET = """\
+schema_version: 1
+name: cli-test
+seed: 3
+start: 2024-06-01T00:00:00Z
+clients:
+  - id: c1
+    sites:
+      - id: s1
+        kind: office
+        floor_area_m2: 2000
+        location: {lat: 48.1, lon: 11.6}
+        gateways:
+          - id: gw-tcp
+            transport: tcp
+            port: 0
+            devices:
+              - {id: cc-1, asset_type: compressor, variant: split_ac, profile: ew-cc100,
+                 unit_id: 1, install_date: 2021-05-01, rated_power_kw: 7.5}
+              - {id: fan-1, asset_type: fan, variant: supply, profile: ew-fc200,
+                 unit_id: 2, install_date: 2021-05-01, rated_power_kw: 2.2}
+          - id: gw-rtu
+            transport: rtu
+            parity: N
+            devices:
+              - {id: cc-2, asset_type: compressor, variant: rooftop, profile: ew-cc100,
+                 unit_id: 7, install_date: 2019-03-01, rated_power_kw: 15}
+"""
+
+
+@contextmanager
+def sim_process(args: list[str], cwd: Path) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "firmware_sim.cli", *args],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        yield proc, []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def endpoint_lines(proc: subprocess.Popen[str], n: int) -> list[str]:
+    assert proc.stdout is not None
+    lines = []
+    for _ in range(n):
+        line = proc.stdout.readline()
+        if not line:
+            assert proc.stderr is not None
+            pytest.fail(f"exited early ({proc.wait()}): {proc.stderr.read()}")
+        lines.append(line.split())
+    return lines  # type: ignore[return-value]
+
+
+def test_serve_prints_endpoints_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(FLEET, encoding="utf-8")
+    args = ["serve", "--fleet", str(fleet), "--speed", "3600", "--fault", "gw-tcp:2:exception:6"]
+    with sim_process(args, tmp_path) as (proc, _):
+        tcp_line, rtu_line = endpoint_lines(proc, 2)
+        assert tcp_line[:2] == ["gw-tcp", "tcp"] and tcp_line[-2:] == ["units", "1,2"]
+        assert rtu_line[:2] == ["gw-rtu", "rtu"] and rtu_line[2].startswith("/dev/")
+        host, port = tcp_line[2].rsplit(":", 1)
+        client = ModbusTcpClient(host, port=int(port), timeout=2, retries=0)
+        assert client.connect()
+        try:
+            r = client.read_holding_registers(110, count=8, device_id=1)
+            assert not r.isError(), r
+            assert decode_point(CC.point("serial_number"), r.registers).value  # a serial
+            r = client.read_input_registers(0, count=25, device_id=1)
+            assert not r.isError() and len(r.registers) == 25
+            r = client.read_holding_registers(0, count=1, device_id=2)
+            assert r.isError() and r.exception_code == 6  # the --fault
+        finally:
+            client.close()
+        serial = ModbusSerialClient(rtu_line[2], baudrate=19200, parity="N", timeout=2,
+                                    retries=0)
+        assert serial.connect()
+        try:
+            r = serial.read_input_registers(0, count=25, device_id=7)
+            assert not r.isError() and len(r.registers) == 25
+        finally:
+            serial.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    assert (tmp_path / "ground_truth.jsonl").exists()
+
+
+def test_replay_serves_a_csv(tmp_path: Path) -> None:
+    csv = tmp_path / "rec.csv"
+    csv.write_text("time,suction_pressure,Tsuc\n"
+                   "2024-03-01T12:00:00Z,3.5,-4.2\n"
+                   "2024-03-01T12:00:01Z,3.75,-4.0\n", encoding="utf-8")
+    args = ["replay", "--csv", str(csv), "--profile", "ew-cc100", "--port", "0", "--unit-id", "4",
+            "--map", "Tsuc=suction_temp", "--duration", "20"]
+    with sim_process(args, tmp_path) as (proc, _):
+        (line,) = endpoint_lines(proc, 1)
+        assert line[:2] == ["replay", "tcp"] and line[-1] == "4"
+        host, port = line[2].rsplit(":", 1)
+        client = ModbusTcpClient(host, port=int(port), timeout=2, retries=0)
+        assert client.connect()
+        try:
+            seen = set()
+            deadline = time.monotonic() + 5
+            while len(seen) < 2 and time.monotonic() < deadline:
+                r = client.read_input_registers(0, count=5, device_id=4)
+                assert not r.isError(), r
+                pressure = decode_point(CC.point("suction_pressure"), r.registers[0:2]).value
+                temp = decode_point(CC.point("suction_temp"), r.registers[4:5]).value
+                seen.add((pressure, round(float(temp), 3)))
+                time.sleep(0.1)
+        finally:
+            client.close()
+        assert seen == {(3.5, -4.2), (3.75, -4.0)}  # 1 s of recording per wall second
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+
+
+def test_serve_with_a_bad_fault_gateway_exits_2(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(FLEET, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "firmware_sim.cli", "serve", "--fleet", str(fleet),
+         "--fault", "gw-x:1:timeout", "--duration", "1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 2
+    assert "no gateway 'gw-x'" in done.stderr and "Traceback" not in done.stderr
