@@ -24,16 +24,16 @@ engineering value of a numeric point is ``raw * scale + offset``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from enum import StrEnum
 from functools import cache
 from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge_agent.configfile import read_yaml, validate_document
 from edge_agent.errors import ProfileError
 
 PROFILE_SCHEMA_VERSION = 1
@@ -231,52 +231,15 @@ class DeviceProfile(_Strict):
         return tuple(p.name for p in self.points)
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in {"function-after[_consistent()]", "function-after[_no_clashes()]"}:
-            continue
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def parse_profile(data: Mapping[str, Any] | Any, source: str = "<profile>") -> DeviceProfile:
+def parse_profile(data: Any, source: str = "<profile>") -> DeviceProfile:
     """Validate already-parsed YAML; errors name ``source``, the key and why."""
-    if not isinstance(data, Mapping):
-        got = type(data).__name__
-        raise ProfileError(source, "", f"expected a mapping at the top level, got {got}")
-    version = data.get("schema_version")
-    if version != PROFILE_SCHEMA_VERSION:
-        raise ProfileError(
-            source,
-            "schema_version",
-            f"expected {PROFILE_SCHEMA_VERSION}, got {version!r}; this EdgeWatch reads profile "
-            f"schema version {PROFILE_SCHEMA_VERSION}",
-        )
-    try:
-        return DeviceProfile.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ProfileError(source, _loc(tuple(err["loc"])), err["msg"]) from None
+    return validate_document(DeviceProfile, data, source, ProfileError, PROFILE_SCHEMA_VERSION)
 
 
 def load_profile(path: Path | str) -> DeviceProfile:
     """Read and validate one profile file."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ProfileError(str(path), "", f"cannot read the file: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else ""
-        raise ProfileError(str(path), where, f"not valid YAML: {exc}") from None
-    return parse_profile(data, str(path))
+    return parse_profile(read_yaml(path, ProfileError), str(path))
 
 
 @cache

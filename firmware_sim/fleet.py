@@ -14,9 +14,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edge_agent.configfile import read_yaml, validate_document
 from edge_agent.errors import ProfileError
 from edge_agent.profiles import DeviceProfile, resolve_profile
 from firmware_sim.errors import FleetError
@@ -122,6 +122,9 @@ class DeviceSpec(_Strict):
     default by variant: refrigeration 3 degC, air conditioning 23 degC."""
     refrigerant: Literal["R410A", "R32"] = "R410A"
     """Refrigerant of a compressor circuit (saturation curve of its pressures)."""
+    refuse_unmapped: bool = False
+    """Answer exception 02 to a read that touches an address no point covers, as strict
+    controllers do (a lenient one reads such gaps as 0)."""
 
     @model_validator(mode="after")
     def _fits_asset(self) -> DeviceSpec:
@@ -289,56 +292,15 @@ class FleetDevice:
         return self.spec.id
 
 
-def _loc(loc: tuple[int | str, ...], data: Any) -> str:
-    """A pydantic error location as a readable key, with ids where the file has them."""
-    out = ""
-    node = data
-    for part in loc:
-        if isinstance(part, str) and part.startswith(("function-", "literal[")):
-            continue
-        if isinstance(part, int):
-            item = node[part] if isinstance(node, list) and part < len(node) else None
-            ident = item.get("id") if isinstance(item, dict) else None
-            out += f"[{part}]" + (f"({ident})" if ident else "")
-            node = node[part] if isinstance(node, list) and part < len(node) else None
-        else:
-            out += f".{part}" if out else str(part)
-            node = node.get(part) if isinstance(node, dict) else None
-    return out
-
-
 def parse_fleet(data: Any, source: str = "<fleet>") -> Fleet:
-    if not isinstance(data, dict):
-        raise FleetError(
-            source, "", f"expected a mapping at the top level, got {type(data).__name__}"
-        )
-    if data.get("schema_version") != FLEET_SCHEMA_VERSION:
-        raise FleetError(
-            source,
-            "schema_version",
-            f"expected {FLEET_SCHEMA_VERSION}, got {data.get('schema_version')!r}",
-        )
-    try:
-        return Fleet.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise FleetError(source, _loc(tuple(err["loc"]), data), err["msg"]) from None
+    """Validate already-parsed YAML; errors name ``source``, the key and why."""
+    return validate_document(Fleet, data, source, FleetError, FLEET_SCHEMA_VERSION)
 
 
 def load_fleet(path: Path | str) -> Fleet:
     """Read and validate a fleet file, including every device's profile."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise FleetError(str(path), "", f"cannot read the file: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else ""
-        raise FleetError(str(path), where, f"not valid YAML: {exc}") from None
-    fleet = parse_fleet(data, str(path))
+    fleet = parse_fleet(read_yaml(path, FleetError), str(path))
     profiles_of(fleet, base_dir=path.parent, source=str(path))
     return fleet
 

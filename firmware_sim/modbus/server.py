@@ -41,11 +41,17 @@ def endpoint_configs(
     refuse_unmapped: Collection[str] = (),
 ) -> list[EndpointConfig]:
     """Endpoint configs for a fleet's gateways; ``refuse_unmapped`` names devices that
-    answer exception 02 to reads touching unmapped addresses."""
+    answer exception 02 to reads touching unmapped addresses, besides those whose fleet
+    entry sets ``refuse_unmapped``."""
     out = []
     for gw in gateways:
         units = tuple(
-            UnitConfig(d.unit_id, d.id, profiles[d.id], refuse_unmapped=d.id in refuse_unmapped)
+            UnitConfig(
+                d.unit_id,
+                d.id,
+                profiles[d.id],
+                refuse_unmapped=d.refuse_unmapped or d.id in refuse_unmapped,
+            )
             for d in gw.devices
         )
         out.append(

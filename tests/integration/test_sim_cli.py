@@ -54,7 +54,10 @@ clients:
 def sim_process(args: list[str], cwd: Path) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "firmware_sim.cli", *args],
-        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         yield proc, []
@@ -100,8 +103,7 @@ def test_serve_prints_endpoints_serves_and_stops_on_sigterm(tmp_path: Path) -> N
             assert r.isError() and r.exception_code == 6  # the --fault
         finally:
             client.close()
-        serial = ModbusSerialClient(rtu_line[2], baudrate=19200, parity="N", timeout=2,
-                                    retries=0)
+        serial = ModbusSerialClient(rtu_line[2], baudrate=19200, parity="N", timeout=2, retries=0)
         assert serial.connect()
         try:
             r = serial.read_input_registers(0, count=25, device_id=7)
@@ -115,11 +117,27 @@ def test_serve_prints_endpoints_serves_and_stops_on_sigterm(tmp_path: Path) -> N
 
 def test_replay_serves_a_csv(tmp_path: Path) -> None:
     csv = tmp_path / "rec.csv"
-    csv.write_text("time,suction_pressure,Tsuc\n"
-                   "2024-03-01T12:00:00Z,3.5,-4.2\n"
-                   "2024-03-01T12:00:01Z,3.75,-4.0\n", encoding="utf-8")
-    args = ["replay", "--csv", str(csv), "--profile", "ew-cc100", "--port", "0", "--unit-id", "4",
-            "--map", "Tsuc=suction_temp", "--duration", "20"]
+    csv.write_text(
+        "time,suction_pressure,Tsuc\n"
+        "2024-03-01T12:00:00Z,3.5,-4.2\n"
+        "2024-03-01T12:00:01Z,3.75,-4.0\n",
+        encoding="utf-8",
+    )
+    args = [
+        "replay",
+        "--csv",
+        str(csv),
+        "--profile",
+        "ew-cc100",
+        "--port",
+        "0",
+        "--unit-id",
+        "4",
+        "--map",
+        "Tsuc=suction_temp",
+        "--duration",
+        "20",
+    ]
     with sim_process(args, tmp_path) as (proc, _):
         (line,) = endpoint_lines(proc, 1)
         assert line[:2] == ["replay", "tcp"] and line[-1] == "4"
@@ -147,9 +165,82 @@ def test_serve_with_a_bad_fault_gateway_exits_2(tmp_path: Path) -> None:
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text(FLEET, encoding="utf-8")
     done = subprocess.run(
-        [sys.executable, "-m", "firmware_sim.cli", "serve", "--fleet", str(fleet),
-         "--fault", "gw-x:1:timeout", "--duration", "1"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "firmware_sim.cli",
+            "serve",
+            "--fleet",
+            str(fleet),
+            "--fault",
+            "gw-x:1:timeout",
+            "--duration",
+            "1",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 2
     assert "no gateway 'gw-x'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_dataset_writes_the_documented_folder_and_a_summary(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(FLEET, encoding="utf-8")
+    out = tmp_path / "ds"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "firmware_sim.cli",
+            "dataset",
+            "--fleet",
+            str(fleet),
+            "--days",
+            "2",
+            "--out",
+            str(out),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "3 devices" in done.stdout and "8640 rows" in done.stdout
+    assert "6.0/6.0" in done.stderr and "device-day" in done.stderr  # the progress bar
+    for name in ("dataset.yaml", "failures.csv", "events.csv", "ground_truth.jsonl"):
+        assert (out / name).is_file(), name
+    csvs = sorted(p.stem for p in out.glob("data/**/*.csv"))
+    assert csvs == ["cc-1", "cc-2", "fan-1"]
+    lines = (out / "data" / "s1" / "cc-1.csv").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 1 + 2 * 1440
+    assert lines[0].startswith("time,asset_id,asset_type,suction_pressure,")
+
+
+def test_a_fleet_can_declare_a_strict_controller_that_refuses_gaps(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    strict = FLEET.replace(
+        "unit_id: 1, install_date", "unit_id: 1, refuse_unmapped: true, install_date"
+    )
+    fleet.write_text(strict, encoding="utf-8")
+    with sim_process(["serve", "--fleet", str(fleet), "--duration", "30"], tmp_path) as (proc, _):
+        tcp_line, _rtu = endpoint_lines(proc, 2)
+        host, port = tcp_line[2].rsplit(":", 1)
+        client = ModbusTcpClient(host, port=int(port), timeout=2, retries=0)
+        assert client.connect()
+        try:
+            gap = client.read_holding_registers(100, count=11, device_id=1)  # 103..109 unmapped
+            assert gap.isError() and gap.exception_code == 2
+            mapped = client.read_holding_registers(100, count=3, device_id=1)
+            assert not mapped.isError()
+            lenient = client.read_holding_registers(0, count=30, device_id=2)  # fan: gaps read 0
+            assert not lenient.isError()
+        finally:
+            client.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
