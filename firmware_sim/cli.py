@@ -27,6 +27,7 @@ from firmware_sim.errors import ServeError
 from firmware_sim.modbus.faults import FAULT_SYNTAX, FaultArg, parse_fault_arg
 
 if TYPE_CHECKING:
+    from firmware_sim.console import LiveReport
     from firmware_sim.modbus.server import SimServer
 
 PROG = "edgewatch-sim"
@@ -137,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "addresses (repeatable)")
     serve.add_argument("--duration", type=_positive, metavar="SECONDS",
                        help="stop after this many wall seconds (scripted runs)")
+    serve.add_argument("--status-every", type=float, default=10.0, metavar="SECONDS",
+                       help="print a status line every SECONDS wall seconds (default 10; 0: "
+                       "never); fault onsets, failures and repairs are printed as they happen")
     serve.add_argument("--tick", type=_positive, default=0.2, metavar="SECONDS",
                        help="wall seconds between register updates (default 0.2)")
 
@@ -224,28 +228,56 @@ def _apply_faults(server: SimServer, faults: Sequence[FaultArg]) -> None:
             raise UsageError(f"--fault {f.gateway}:{f.unit_id}:{f.kind.value}: {exc}") from None
 
 
-async def _serve(server: SimServer, duration: float | None) -> None:
+async def _serve(
+    server: SimServer,
+    duration: float | None,
+    report: LiveReport | None = None,
+    status_every: float = 0.0,
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
+    printer = None
     try:
         for ep in server.endpoints.values():
             print(ep.describe(), flush=True)
+        if report is not None:
+            printer = asyncio.create_task(_print_report(server, report, status_every))
         if duration is None:
             await stop.wait()
         else:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=duration)
     finally:
+        if printer is not None:
+            printer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await printer
         await server.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
 
 
+async def _print_report(server: SimServer, report: LiveReport, status_every: float) -> None:
+    """Print events as they come and, every ``status_every`` wall seconds, a status line."""
+    loop = asyncio.get_running_loop()
+    next_status = loop.time()
+    device_ids = [u.device_id for ep in server.endpoints.values() for u in ep.config.units]
+    while True:
+        for line in report.drain():
+            print(line, flush=True)
+        if status_every > 0 and loop.time() >= next_status:
+            states = (server.source.signals(d).get("run_state") for d in device_ids)
+            print(report.status_line(server.source.now, states), flush=True)
+            next_status += status_every
+        await asyncio.sleep(0.25)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from firmware_sim.clock import SimClock
+    from firmware_sim.console import LiveReport
     from firmware_sim.fleet import load_fleet, profiles_of
     from firmware_sim.modbus.server import SimServer, endpoint_configs
 
@@ -261,12 +293,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          f"{fleet.start.isoformat()}")
     from firmware_sim.engine import FleetSimulation
 
-    source = FleetSimulation(fleet, profiles, step_s=args.step, ground_truth=args.ground_truth)
+    report = LiveReport()
+    source = FleetSimulation(
+        fleet, profiles, step_s=args.step, ground_truth=args.ground_truth,
+        on_event=report.on_event,
+    )
     configs = endpoint_configs(fleet.gateways(), profiles, refuse_unmapped=args.refuse_unmapped)
     server = SimServer(configs, source, SimClock(start, args.speed), tick_s=args.tick,
                        seed=fleet.seed)
     _apply_faults(server, args.fault)
-    asyncio.run(_serve(server, args.duration))
+    asyncio.run(_serve(server, args.duration, report, args.status_every))
     return 0
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -302,7 +302,9 @@ class FleetSimulation:
         *,
         step_s: float = 60.0,
         ground_truth: Path | None = None,
+        on_event: Callable[[GroundTruthEvent], None] | None = None,
     ) -> None:
+        """``on_event`` is called with each ground-truth event as simulated time passes it."""
         if not 0.01 <= step_s <= 3600:
             raise ValueError(f"step_s must be between 0.01 and 3600 s, got {step_s}")
         self.fleet = fleet
@@ -339,6 +341,7 @@ class FleetSimulation:
         self._events = sorted(e for p in plans.values() for e in p.events)
         self._next_event = 0
         self._log = GroundTruthLog(ground_truth) if ground_truth is not None else None
+        self._on_event = on_event
         self._rows: dict[str, dict[str, float]] = {}
         self._k = -1
         self._step_until(0)
@@ -372,17 +375,17 @@ class FleetSimulation:
         start = self._next_event
         while self._next_event < len(self._events) and self._events[self._next_event].time <= now:
             self._next_event += 1
-        due = self._events[start : self._next_event]
-        for e in due:
-            log.info(
-                "%s %s %s %s",
-                e.time.isoformat(),
-                e.device_id,
-                e.event,
-                e.fault_type or e.kind or "",
-            )
+        self._publish(self._events[start : self._next_event])
+
+    def _publish(self, events: Sequence[GroundTruthEvent]) -> None:
+        for e in events:
+            detail = e.fault_type or e.kind or ""
+            log.info("%s %s %s %s", e.time.isoformat(), e.device_id, e.event, detail)
         if self._log is not None:
-            self._log.write(due)
+            self._log.write(events)
+        if self._on_event is not None:
+            for e in events:
+                self._on_event(e)
 
     def signals(self, device_id: str) -> Mapping[str, SignalValue]:
         try:
@@ -397,7 +400,4 @@ class FleetSimulation:
         row = self._rows[device_id]
         for name in ("energy", "runtime_hours", "start_count"):
             row[name] = 0.0
-        event = GroundTruthEvent(self.now, device_id, -1, event="reboot")
-        log.info("%s reboot %s", self.now.isoformat(), device_id)
-        if self._log is not None:
-            self._log.write([event])
+        self._publish([GroundTruthEvent(self.now, device_id, -1, event="reboot")])

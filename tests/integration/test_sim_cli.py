@@ -244,3 +244,34 @@ def test_a_fleet_can_declare_a_strict_controller_that_refuses_gaps(tmp_path: Pat
             client.close()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
+
+
+def test_serve_reports_faults_as_they_happen_and_the_state_of_the_fleet(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    failing = FLEET.replace(
+        "unit_id: 1, install_date: 2021-05-01, rated_power_kw: 7.5}",
+        "unit_id: 1, install_date: 2021-05-01, rated_power_kw: 7.5,\n"
+        "                 faults: [{type: valve_wear, onset: 2024-06-01T01:00:00Z,"
+        " days_to_failure: 0.5}]}",
+    )
+    fleet.write_text(failing, encoding="utf-8")
+    args = ["serve", "--fleet", str(fleet), "--speed", "36000", "--status-every", "0.5"]
+    with sim_process(args, tmp_path) as (proc, _):
+        endpoint_lines(proc, 2)
+        assert proc.stdout is not None
+        seen: list[str] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            seen.append(line)
+            if "status" in line and "tripped 1" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    text = "".join(seen)
+    assert "2024-06-01T01:00:00Z  onset        cc-1" in text
+    assert "valve_wear begins; fails 2024-06-01T13:00:00Z unless repaired" in text
+    assert "2024-06-01T13:00:00Z  failure      cc-1              valve_wear: unit trips" in text
+    assert "tripped 1" in seen[-1] and "failures 1" in seen[-1]
+    truth = (tmp_path / "ground_truth.jsonl").read_text(encoding="utf-8")
+    assert '"event":"failure"' in truth and '"device_id":"cc-1"' in truth
