@@ -95,6 +95,26 @@ _WORDS = {
 Order = Literal["big", "little"]
 
 
+class PointKind(StrEnum):
+    """What a point means to everyone downstream of the register map."""
+
+    MEASUREMENT = "measurement"  # a sampled physical quantity: windows and features
+    COUNTER = "counter"  # monotonic total (energy, runtime, starts): deltas, resets
+    STATE = "state"  # run state, alarm code, flags, switches: transitions, duty cycle
+    SETTING = "setting"  # a writable setpoint or command
+    IDENTITY = "identity"  # serial number, firmware version
+
+
+def _default_kind(point: dict[str, Any]) -> PointKind:
+    if point.get("type") == "string":
+        return PointKind.IDENTITY
+    if point.get("writable"):
+        return PointKind.SETTING
+    if point.get("type") == "bool" or point.get("enum") or point.get("bits"):
+        return PointKind.STATE
+    return PointKind.MEASUREMENT
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -123,6 +143,16 @@ class Point(_Strict):
     writable: bool = False
     poll_group: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")] = "default"
     """Suggested poll group; a gateway config may override it."""
+    kind: PointKind = PointKind.MEASUREMENT
+    """Default: identity for strings, setting if writable, state for bools, enums and bit
+    fields, measurement otherwise; counters must say ``kind: counter``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _infer_kind(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "kind" not in data:
+            return {**data, "kind": _default_kind(data)}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> Point:

@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import yaml
 
-from edge_agent.profiles import DataType, DeviceProfile
+from edge_agent.profiles import DataType, DeviceProfile, PointKind
 from firmware_sim.engine import DeviceBatch, check_profile, quantize_array, site_conditions
 from firmware_sim.environment import SiteEnvironment
 from firmware_sim.errors import SimError
@@ -298,11 +298,13 @@ def _write_manifest(
     start: datetime,
     end: datetime,
 ) -> None:
+    # The sampled quantities models learn from; counters, states and settings are columns
+    # too, but not signals.
     signals: list[str] = []
     for d in fleet.devices():
-        for name in _columns(profiles[d.id]):
-            if name not in signals:
-                signals.append(name)
+        for p in profiles[d.id].points:
+            if p.kind is PointKind.MEASUREMENT and p.name not in signals:
+                signals.append(p.name)
     split = start + (end - start) * TRAIN_SHARE
     manifest = {
         "name": fleet.name,

@@ -160,3 +160,31 @@ def test_unreadable_and_non_yaml_files_are_reported(tmp_path: Path) -> None:
         load_profile(bad)
     with pytest.raises(ProfileError, match="expected a mapping"):
         parse_profile([1, 2], "x.yaml")
+
+
+def test_points_say_what_they_mean_so_downstream_code_treats_them_right() -> None:
+    for prof in builtin_profiles().values():
+        kinds = {p.name: p.kind.value for p in prof.points}
+        assert kinds["energy"] == kinds["runtime_hours"] == kinds["start_count"] == "counter"
+        assert kinds["run_state"] == kinds["alarm_code"] == kinds["status_flags"] == "state"
+        assert kinds["serial_number"] == "identity"
+        assert kinds["enable"] == "setting"
+        assert kinds["vibration_rms"] == "measurement"
+
+
+@pytest.mark.parametrize(
+    ("point", "kind"),
+    [
+        ({"type": "uint16"}, "measurement"),
+        ({"type": "uint16", "enum": {0: "a"}}, "state"),
+        ({"type": "uint16", "bits": {"a": 0}}, "state"),
+        ({"type": "uint16", "writable": True}, "setting"),
+        ({"type": "string", "length": 2}, "identity"),
+        ({"type": "uint32", "kind": "counter"}, "counter"),
+    ],
+)
+def test_point_kind_defaults_from_its_type(point: dict[str, Any], kind: str) -> None:
+    data = _base()
+    data["points"][0] = {"name": "x", "table": "holding", "address": 0, **point}
+    data["points"][1]["address"] = 10
+    assert parse_profile(data).point("x").kind.value == kind

@@ -75,6 +75,9 @@ def test_manifest(dataset: tuple[Fleet, Path]) -> None:
     assert m["split"] == {"train_until": "2026-06-03T02:24:00Z"}  # 70 % of 3 days
     assert "discharge_pressure" in m["signals"] and "speed_rpm" in m["signals"]
     assert "serial_number" not in m["signals"]
+    # counters, states and settings are columns, not signals
+    for column in ("energy", "run_state", "alarm_code", "status_flags", "setpoint", "enable"):
+        assert column not in m["signals"]
 
 
 def test_one_csv_per_device(dataset: tuple[Fleet, Path]) -> None:
