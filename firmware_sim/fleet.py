@@ -163,6 +163,9 @@ class GatewaySpec(_Strict):
     parity: Literal["N", "E", "O"] = "E"
     stopbits: Literal[1, 2] = 1
     byte_timing: bool = False
+    max_connections: Annotated[int, Field(ge=1, le=1000)] | None = None
+    """TCP only: connections the endpoint accepts at once (many controllers take one);
+    a connection past the limit is closed as soon as it is accepted."""
     """RTU only: pace bytes at the baud rate so serial throughput is realistic."""
     devices: Annotated[list[DeviceSpec], Field(min_length=1)]
 

@@ -87,6 +87,7 @@ class EndpointConfig:
     parity: str = "E"
     stopbits: int = 1
     byte_timing: bool = False
+    max_connections: int | None = None
 
     def __post_init__(self) -> None:
         if self.transport not in ("tcp", "rtu"):

@@ -59,6 +59,7 @@ def endpoint_configs(
                 id=gw.id, units=units, transport=gw.transport, host=gw.host, port=gw.port,
                 baudrate=gw.baudrate, parity=gw.parity, stopbits=gw.stopbits,
                 byte_timing=gw.byte_timing,
+                max_connections=gw.max_connections,
             )
         )
     return out

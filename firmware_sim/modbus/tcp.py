@@ -51,6 +51,8 @@ class TcpEndpoint(Endpoint):
         self._framer = FramerSocket(DecodePDU(is_server=True))
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self.refused_connections = 0
+        """Connections closed because ``max_connections`` were already open."""
         self.host = config.host
         self.port = config.port
 
@@ -88,10 +90,18 @@ class TcpEndpoint(Endpoint):
     async def _serve_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        peer = writer.get_extra_info("peername")
+        limit = self.config.max_connections
+        if limit is not None and len(self._connections) >= limit:
+            self.refused_connections += 1
+            log.debug("gateway %s: refusing %s, %d connection(s) open", self.id, peer, limit)
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+            return
         task = asyncio.current_task()
         if task is not None:
             self._connections[task] = writer
-        peer = writer.get_extra_info("peername")
         log.debug("gateway %s: connection from %s", self.id, peer)
         buffer = b""
         try:

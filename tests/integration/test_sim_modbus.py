@@ -640,3 +640,40 @@ def test_rtu_byte_timing_takes_the_wire_time(sim: Sim) -> None:
         assert value == expected(point, sim.source.values["fc-slow"]["power"])
     finally:
         client.close()
+
+
+# -- Controllers that take one connection ---------------------------------------------------
+def test_a_single_connection_controller_closes_a_second_connection() -> None:
+    source = FixedSource({"cc-1": CC})
+    config = EndpointConfig("gw-one", units=(UnitConfig(1, "cc-1", CC),), max_connections=1)
+    server = SimServer([config], source, SimClock.manual(T0), tick_s=0.05, seed=1)
+    with ServerThread(server):
+        port = int(server.endpoint("gw-one").port)  # type: ignore[attr-defined]
+        first = ModbusTcpClient("127.0.0.1", port=port, timeout=1, retries=0)
+        assert first.connect()
+        try:
+            assert not first.read_input_registers(0, count=2, device_id=1).isError()
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as second:
+                second.sendall(struct.pack(">HHHBBHH", 1, 0, 6, 1, 4, 0, 2))
+                assert second.recv(64) == b""  # closed without an answer
+            # the first connection is unaffected
+            assert not first.read_input_registers(0, count=2, device_id=1).isError()
+        finally:
+            first.close()
+        assert server.endpoint("gw-one").refused_connections == 1  # type: ignore[attr-defined]
+        again = ModbusTcpClient("127.0.0.1", port=port, timeout=1, retries=0)
+        # Once the first is gone a new one is served; the server notices the close a moment
+        # after the client makes it, so a connection in that moment may still be refused.
+        assert again.connect()
+        try:
+            deadline = time.monotonic() + 2
+            while True:
+                r = again.read_input_registers(0, count=2, device_id=1)
+                if not r.isError() or time.monotonic() > deadline:
+                    break
+                again.close()
+                time.sleep(0.05)
+                again.connect()
+            assert not r.isError()
+        finally:
+            again.close()
