@@ -64,7 +64,7 @@ help:
 	echo "  typecheck    mypy $(TYPED_PACKAGES)"
 	echo "  unit         pytest tests/unit"
 	echo "  bench        run tests/bench/bench_*.py (JSON results in tests/bench/results/)"
-	echo "  demo         play the demo fleet ($(DEMO_FLEET)) at 3600x speed"
+	echo "  demo         play the demo fleet ($(DEMO_FLEET)) at 14400x speed"
 	echo "  clean        remove caches, build output and bench results (keeps $(VENV))"
 	echo "  distclean    clean, and remove $(VENV)"
 	echo "Variables: PYTEST_ARGS='-k influx -x' PYTHON=python3"
@@ -192,7 +192,11 @@ bench: venv
 
 .PHONY: demo
 demo: venv
-	@$(BIN)/edgewatch-sim serve --fleet $(DEMO_FLEET) --speed 3600
+	@mkdir -p out/demo
+	echo "==> the demo fleet at 4 simulated hours a second; faults begin on day 1 and fail"
+	echo "    from day 14 (about 80 s in). Ctrl-C stops it. Ground truth: out/demo/ground_truth.jsonl"
+	$(BIN)/edgewatch-sim serve --fleet $(DEMO_FLEET) --speed 14400 --status-every 5 \
+		--ground-truth out/demo/ground_truth.jsonl
 
 # ---- Housekeeping ---------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from edge_agent.errors import ConfigError
 from firmware_sim import __version__
 from firmware_sim.errors import ServeError
 from firmware_sim.modbus.faults import FAULT_SYNTAX, FaultArg, parse_fault_arg
+from firmware_sim.replay import MAX_ROWS
 
 if TYPE_CHECKING:
     from firmware_sim.console import LiveReport
@@ -113,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         "gateway, one pty per rtu gateway. Prints one line per endpoint (gateway, transport, "
         "address, unit ids), then serves until Ctrl-C or SIGTERM.",
         epilog="examples:\n"
-        "  edgewatch-sim serve --fleet fleets/demo.yaml\n"
+        "  edgewatch-sim serve --fleet firmware_sim/fleets/demo.yaml\n"
         "  edgewatch-sim serve --fleet site.yaml --speed 3600 --start 2024-06-01T00:00:00Z\n"
         "  edgewatch-sim serve --fleet site.yaml --fault gw-1:3:timeout@0.05 --duration 60\n\n"
         + FAULT_HELP,
@@ -150,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the fleet's simulation for N days as fast as it goes and write "
         "telemetry and ground truth (fault onsets, failures) to DIR.",
         epilog="examples:\n"
-        "  edgewatch-sim dataset --fleet fleets/demo.yaml --days 30 --out data/demo\n"
+        "  edgewatch-sim dataset --fleet firmware_sim/fleets/demo.yaml --days 30 --out data/demo\n"
         "  edgewatch-sim dataset --fleet big.yaml --days 365 --out /tmp/big --resolution 300",
     )
     dataset.add_argument("--fleet", required=True, type=Path, metavar="FILE",
@@ -191,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--speed", type=_positive, default=1.0,
                         help="recorded seconds per wall second (default 1)")
     replay.add_argument("--loop", action="store_true", help="start over after the last row")
+    replay.add_argument("--max-rows", type=int, default=MAX_ROWS, metavar="N",
+                        help=f"refuse a recording longer than N rows (default {MAX_ROWS}: the "
+                        "whole recording is held in memory)")
     replay.add_argument("--time-column", default="time",
                         help="name of the time column (default time)")
     replay.add_argument("--time-format", choices=("auto", "iso", "epoch"), default="auto",
@@ -347,6 +351,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     source = ReplaySource(
         args.csv, profile, device_id="replay", time_column=args.time_column,
         time_format=args.time_format, column_map=dict(args.map), loop=args.loop,
+        max_rows=args.max_rows,
     )
     config = EndpointConfig(
         id="replay",

@@ -107,6 +107,11 @@ class _Series:
     values: list[SignalValue] = field(default_factory=list)
 
 
+#: Rows a replay holds in memory at most (about 100 bytes a value); a longer recording is
+#: refused at load time rather than read until memory runs out.
+MAX_ROWS = 2_000_000
+
+
 class ReplaySource:
     """A :class:`~firmware_sim.source.SignalSource` playing a CSV onto one profile."""
 
@@ -120,8 +125,10 @@ class ReplaySource:
         time_format: TimeFormat = "auto",
         column_map: Mapping[str, str] | None = None,
         loop: bool = False,
+        max_rows: int = MAX_ROWS,
     ) -> None:
         self.path = Path(path)
+        self.max_rows = max_rows
         self.profile = profile
         self.device_id = device_id
         self.loop = loop
@@ -182,6 +189,12 @@ class ReplaySource:
                         continue
                     last = t
                     rows += 1
+                    if rows > self.max_rows:
+                        raise self._fail(
+                            f"line {line}",
+                            f"the recording has more than {self.max_rows} rows, the most a "
+                            "replay holds in memory; split the file or pass a higher max_rows",
+                        )
                     for idx, point in columns.items():
                         cell = row[idx] if idx < len(row) else ""
                         if not cell.strip() and point.type is not DataType.STRING:

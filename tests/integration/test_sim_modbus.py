@@ -11,6 +11,7 @@ timing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 import time
@@ -655,7 +656,10 @@ def test_a_single_connection_controller_closes_a_second_connection() -> None:
             assert not first.read_input_registers(0, count=2, device_id=1).isError()
             with socket.create_connection(("127.0.0.1", port), timeout=2) as second:
                 second.sendall(struct.pack(">HHHBBHH", 1, 0, 6, 1, 4, 0, 2))
-                assert second.recv(64) == b""  # closed without an answer
+                # Closed without an answer: an orderly close, or a reset when the request
+                # was already in the server's receive buffer as it closed.
+                with contextlib.suppress(ConnectionResetError):
+                    assert second.recv(64) == b""
             # the first connection is unaffected
             assert not first.read_input_registers(0, count=2, device_id=1).isError()
         finally:

@@ -143,3 +143,37 @@ def test_parsers() -> None:
         parse_value(CC.point("start_count"), "4.5")
     with pytest.raises(ValueError, match="range"):
         parse_value(CC.point("start_count"), "-1")
+
+
+NAB = Path(__file__).parents[2] / "fixtures" / "nab" / "machine_temperature_system_failure.csv"
+
+
+def test_real_recording_replays_with_its_clock_step_back_skipped_and_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="firmware_sim.replay"):
+        src = ReplaySource(
+            NAB, CC, time_column="timestamp", column_map={"value": "discharge_temp"}
+        )
+    # 22,695 rows; the 11 whose time goes back are skipped, every other row is kept.
+    assert src.rows == 22_695 - 11
+    assert src.skipped_rows == 11 and src.skipped_values == 0
+    first = caplog.records[0].getMessage()
+    assert "line 10151, column timestamp" in first and "goes back before" in first
+    assert "skipped 11 rows and 0 values" in caplog.records[-1].getMessage()
+    assert src.start == datetime(2013, 12, 2, 21, 15, tzinfo=UTC)
+    assert src.end == datetime(2014, 2, 19, 15, 25, tzinfo=UTC)
+    assert src.signals("replay")["discharge_temp"] == 73.96732207
+    src.advance_to(datetime(2013, 12, 2, 21, 22, tzinfo=UTC))  # between two rows: hold
+    assert src.signals("replay")["discharge_temp"] == 74.93588199999998
+    src.advance_to(src.end)
+    assert src.signals("replay")["discharge_temp"] == 96.90386085
+
+
+def test_a_recording_longer_than_the_row_limit_is_refused_with_where(tmp_path: Path) -> None:
+    # the 12,001st kept row: file line 12,013 (a header and 11 skipped rows before it)
+    with pytest.raises(ReplayError, match=r"line 12013: .*more than 12000 rows"):
+        ReplaySource(
+            NAB, CC, time_column="timestamp", column_map={"value": "discharge_temp"},
+            max_rows=12_000,
+        )
