@@ -193,9 +193,9 @@ bench: venv
 .PHONY: demo
 demo: venv
 	@mkdir -p out/demo
-	echo "==> the demo fleet at 4 simulated hours a second; faults begin on day 1 and fail"
-	echo "    from day 14 (about 80 s in). Ctrl-C stops it. Ground truth: out/demo/ground_truth.jsonl"
-	$(BIN)/edgewatch-sim serve --fleet $(DEMO_FLEET) --speed 14400 --status-every 5 \
+	echo "==> the demo fleet, 21 simulated days at 4 hours a second (about 2 minutes; Ctrl-C"
+	echo "    stops it sooner). Faults begin on day 1; units fail from day 14, about 80 s in."
+	$(BIN)/edgewatch-sim serve --fleet $(DEMO_FLEET) --speed 14400 --days 21 --status-every 5 \
 		--ground-truth out/demo/ground_truth.jsonl
 
 # ---- Housekeeping ---------------------------------------------------------------------

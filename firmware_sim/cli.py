@@ -17,7 +17,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "addresses (repeatable)")
     serve.add_argument("--duration", type=_positive, metavar="SECONDS",
                        help="stop after this many wall seconds (scripted runs)")
+    serve.add_argument("--days", type=_positive, metavar="N",
+                       help="stop when N simulated days have passed, with a summary")
     serve.add_argument("--status-every", type=float, default=10.0, metavar="SECONDS",
                        help="print a status line every SECONDS wall seconds (default 10; 0: "
                        "never); fault onsets, failures and repairs are printed as they happen")
@@ -237,6 +239,7 @@ async def _serve(
     duration: float | None,
     report: LiveReport | None = None,
     status_every: float = 0.0,
+    until: datetime | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -248,7 +251,9 @@ async def _serve(
         for ep in server.endpoints.values():
             print(ep.describe(), flush=True)
         if report is not None:
-            printer = asyncio.create_task(_print_report(server, report, status_every))
+            printer = asyncio.create_task(
+                _print_report(server, report, status_every, until, stop)
+            )
         if duration is None:
             await stop.wait()
         else:
@@ -264,18 +269,29 @@ async def _serve(
             loop.remove_signal_handler(sig)
 
 
-async def _print_report(server: SimServer, report: LiveReport, status_every: float) -> None:
-    """Print events as they come and, every ``status_every`` wall seconds, a status line."""
+async def _print_report(
+    server: SimServer,
+    report: LiveReport,
+    status_every: float,
+    until: datetime | None,
+    stop: asyncio.Event,
+) -> None:
+    """Print events as they come and, every ``status_every`` wall seconds, a status line;
+    at simulated time ``until``, a last status line, then ``stop``."""
     loop = asyncio.get_running_loop()
     next_status = loop.time()
     device_ids = [u.device_id for ep in server.endpoints.values() for u in ep.config.units]
     while True:
         for line in report.drain():
             print(line, flush=True)
-        if status_every > 0 and loop.time() >= next_status:
+        done = until is not None and server.source.now >= until
+        if done or (status_every > 0 and loop.time() >= next_status):
             states = (server.source.signals(d).get("run_state") for d in device_ids)
             print(report.status_line(server.source.now, states), flush=True)
             next_status += status_every
+        if done:
+            stop.set()
+            return
         await asyncio.sleep(0.25)
 
 
@@ -303,10 +319,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         on_event=report.on_event,
     )
     configs = endpoint_configs(fleet.gateways(), profiles, refuse_unmapped=args.refuse_unmapped)
+    until = start + timedelta(days=args.days) if args.days is not None else None
     server = SimServer(configs, source, SimClock(start, args.speed), tick_s=args.tick,
-                       seed=fleet.seed)
+                       seed=fleet.seed, until=until)
     _apply_faults(server, args.fault)
-    asyncio.run(_serve(server, args.duration, report, args.status_every))
+    asyncio.run(_serve(server, args.duration, report, args.status_every, until))
+    print(report.summary(source.now, args.ground_truth), flush=True)
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Iterable
 from datetime import datetime
+from pathlib import Path
 
 from firmware_sim.groundtruth import GroundTruthEvent, iso
 
@@ -85,4 +86,15 @@ class LiveReport:
         line = f"{iso(now)}  status       units: {units}{others}  | events: {events}"
         if self.dropped:
             line += f"  | {self.dropped} event lines dropped (queue limit {self._limit})"
+        return line
+
+    def summary(self, now: datetime, ground_truth: Path | None) -> str:
+        """The closing line: where simulated time got to and what happened on the way."""
+        t = self.tally
+        line = (
+            f"{iso(now)}  stopped      {t['onset']} fault onsets, {t['failure']} failures, "
+            f"{t['maintenance']} maintenance visits, {t['reboot']} reboots"
+        )
+        if ground_truth is not None:
+            line += f"; ground truth in {ground_truth}"
         return line

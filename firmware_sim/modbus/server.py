@@ -76,9 +76,13 @@ class SimServer:
         *,
         tick_s: float = 0.2,
         seed: int = 0,
+        until: datetime | None = None,
     ) -> None:
+        """``until``: simulated time the source is never advanced past (the values then
+        stay as they were at that moment)."""
         self.source = source
         self.clock = clock
+        self.until = until
         self.tick_s = tick_s
         self.endpoints: dict[str, Endpoint] = {}
         for i, cfg in enumerate(endpoints):
@@ -128,6 +132,8 @@ class SimServer:
     def tick(self, *, force: bool = False) -> None:
         """Advance the source to the clock and re-encode every image (if time moved)."""
         now = self.clock.now()
+        if self.until is not None:
+            now = min(now, self.until)
         if now > self.source.now:
             self.source.advance_to(now)
         for ep in self.endpoints.values():

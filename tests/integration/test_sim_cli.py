@@ -275,3 +275,45 @@ def test_serve_reports_faults_as_they_happen_and_the_state_of_the_fleet(tmp_path
     assert "tripped 1" in seen[-1] and "failures 1" in seen[-1]
     truth = (tmp_path / "ground_truth.jsonl").read_text(encoding="utf-8")
     assert '"event":"failure"' in truth and '"device_id":"cc-1"' in truth
+
+
+def test_serve_for_a_number_of_simulated_days_stops_by_itself_with_a_summary(
+    tmp_path: Path,
+) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    failing = FLEET.replace(
+        "unit_id: 1, install_date: 2021-05-01, rated_power_kw: 7.5}",
+        "unit_id: 1, install_date: 2021-05-01, rated_power_kw: 7.5,\n"
+        "                 faults: [{type: refrigerant_leak, onset: 2024-06-01T02:00:00Z,"
+        " days_to_failure: 0.25}]}",
+    )
+    fleet.write_text(failing, encoding="utf-8")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "firmware_sim.cli",
+            "serve",
+            "--fleet",
+            str(fleet),
+            "--speed",
+            "86400",
+            "--days",
+            "0.5",
+            "--status-every",
+            "0",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[-1] == (
+        "2024-06-01T12:00:00Z  stopped      1 fault onsets, 1 failures, 0 maintenance visits, "
+        "0 reboots; ground truth in ground_truth.jsonl"
+    )
+    assert "tripped 1" in lines[-2] and lines[-2].startswith("2024-06-01T12:00:00Z  status")
+    assert any("refrigerant_leak: unit trips with alarm 12" in ln for ln in lines)
