@@ -69,4 +69,5 @@ def validate_document(
         return model.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise error(source, key_path(tuple(err["loc"]), data), err["msg"]) from None
+        why = str(err["msg"]).removeprefix("Value error, ")
+        raise error(source, key_path(tuple(err["loc"]), data), why) from None
