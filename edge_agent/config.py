@@ -167,6 +167,11 @@ class ModelSettings(_Strict):
     """Folder of ONNX files and their manifest; updates are installed here."""
     trusted_keys: list[Path] = []
     """Ed25519 public keys (PEM) whose signatures on model manifests are accepted."""
+    allow_unsigned: bool = False
+    """Development only: load a model folder found at start without a valid signature from
+    a trusted key (logged at WARNING). Updates are always verified."""
+    intra_op_threads: Annotated[int, Field(ge=1, le=16)] = 1
+    """Threads one model inference may use (a gateway has 1-4 cores)."""
 
 
 class BufferSettings(_Strict):

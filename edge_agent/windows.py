@@ -1,0 +1,204 @@
+"""Fixed feature windows: one :class:`WindowBuffer` per device and poll group.
+
+Windows are aligned to wall time: window k of a group covers ``[k·window_s, (k+1)·window_s)``
+in epoch seconds, so every device's windows of one group start and end together and a
+restart does not shift them. Samples ``(ts, {point: value})`` are appended as polls
+complete; the first sample at or after the end of the open window closes it and yields a
+:class:`Window`; :meth:`WindowBuffer.close_due` closes it on time when samples stop coming
+(a device that went silent).
+
+Memory is bounded: a window holds at most ``max_samples = ceil(window_s / period_s) · 2``
+samples; the excess is dropped and counted. A sample older than the open window's start
+(late, e.g. a slow poll that finished after the boundary) is dropped and counted. A step of
+the wall clock back by more than a whole window (a clock set back) discards the open window
+(counted) and starts again at the new time.
+
+A window with no samples is never yielded; nor are the empty windows of a gap.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from edge_agent.config import PollGroup
+
+log = logging.getLogger(__name__)
+
+SampleValue = float | int | bool | None
+"""A numeric point value; ``None`` or NaN means the point was not read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A closed window of one device and poll group."""
+
+    device_id: str
+    group: str
+    start: float
+    """Epoch seconds, a multiple of the group's window_s."""
+    end: float
+    """start + window_s (exclusive)."""
+    series: dict[str, npt.NDArray[np.float64]]
+    """Point name -> samples in time order, NaN where the point was not read."""
+    ts: npt.NDArray[np.float64]
+    """Sample times (epoch seconds), ascending, one per sample."""
+    n_samples: int
+    n_missing: int
+    """Polls expected in the window (window_s / period_s) that gave no sample, ≥ 0."""
+    n_excess: int = 0
+    """Samples dropped because the window was full."""
+    missing_by_point: dict[str, int] = field(default_factory=dict)
+    """Point name -> samples in which that point has no value."""
+
+    @property
+    def duration_s(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(slots=True)
+class WindowCounters:
+    """What a buffer dropped since it was created."""
+
+    late: int = 0
+    excess: int = 0
+    clock_steps: int = 0
+    discarded_samples: int = 0
+    """Samples of open windows discarded by a clock step."""
+    windows: int = 0
+
+
+class WindowBuffer:
+    """Collects the samples of one device and poll group into fixed, aligned windows."""
+
+    def __init__(self, device_id: str, group: PollGroup) -> None:
+        self.device_id = device_id
+        self.group = group.name
+        self.window_s = float(group.window_s)
+        self.period_s = float(group.period_s)
+        self.expected = math.ceil(self.window_s / self.period_s - 1e-9)
+        self.max_samples = self.expected * 2
+        self.counters = WindowCounters()
+        self._start: float | None = None
+        self._ts: list[float] = []
+        self._rows: list[dict[str, SampleValue]] = []
+        self._excess = 0
+
+    def window_start(self, ts: float) -> float:
+        """Start of the aligned window that holds ``ts``."""
+        return math.floor(ts / self.window_s) * self.window_s
+
+    @property
+    def open_window(self) -> tuple[float, float] | None:
+        """(start, end) of the window being filled, if any."""
+        if self._start is None:
+            return None
+        return self._start, self._start + self.window_s
+
+    @property
+    def pending(self) -> int:
+        """Samples in the open window."""
+        return len(self._ts)
+
+    def append(self, ts: float, values: Mapping[str, SampleValue]) -> Window | None:
+        """Add one sample; returns the window it closed, if it closed one.
+
+        ``values`` holds the numbers read in one poll (bools count as 0/1); a point not in
+        ``values``, ``None`` or NaN is a missing value of that point.
+        """
+        if not math.isfinite(ts):
+            raise ValueError(f"sample time {ts!r} is not a finite epoch time")
+        for name, value in values.items():
+            if value is not None and not isinstance(value, (int, float, bool)):
+                raise TypeError(f"point {name!r}: {value!r} is not a number")
+        closed: Window | None = None
+        if self._start is None:
+            self._start = self.window_start(ts)
+        elif ts < self._start - self.window_s:
+            self.counters.clock_steps += 1
+            self.counters.discarded_samples += len(self._ts)
+            log.warning(
+                "%s/%s: clock stepped back to %.3f, before the open window at %.3f; "
+                "discarding its %d samples",
+                self.device_id,
+                self.group,
+                ts,
+                self._start,
+                len(self._ts),
+            )
+            self._reset(self.window_start(ts))
+        elif ts < self._start:
+            self.counters.late += 1
+            log.debug("%s/%s: late sample at %.3f dropped", self.device_id, self.group, ts)
+            return None
+        elif ts >= self._start + self.window_s:
+            closed = self._close()
+            self._reset(self.window_start(ts))
+        if len(self._ts) >= self.max_samples:
+            self._excess += 1
+            self.counters.excess += 1
+            return closed
+        self._ts.append(float(ts))
+        self._rows.append(dict(values))
+        return closed
+
+    def close_due(self, now: float) -> Window | None:
+        """Close the open window if ``now`` is at or past its end (samples stopped coming)."""
+        if self._start is None or now < self._start + self.window_s:
+            return None
+        closed = self._close()
+        self._reset(None)
+        return closed
+
+    def _reset(self, start: float | None) -> None:
+        self._start = start
+        self._ts = []
+        self._rows = []
+        self._excess = 0
+
+    def _close(self) -> Window | None:
+        if self._start is None or not self._ts:
+            return None
+        ts = np.asarray(self._ts, dtype=np.float64)
+        order = np.argsort(ts, kind="stable")
+        ts = ts[order]
+        names: dict[str, None] = {}
+        for row in self._rows:
+            names.update(dict.fromkeys(row))
+        series: dict[str, npt.NDArray[np.float64]] = {}
+        missing: dict[str, int] = {}
+        for name in names:
+            column = np.array([_as_float(row.get(name)) for row in self._rows])
+            column = column[order]
+            series[name] = column
+            missing[name] = int(np.count_nonzero(np.isnan(column)))
+        n = int(ts.size)
+        self.counters.windows += 1
+        return Window(
+            device_id=self.device_id,
+            group=self.group,
+            start=self._start,
+            end=self._start + self.window_s,
+            series=series,
+            ts=ts,
+            n_samples=n,
+            n_missing=max(self.expected - n, 0),
+            n_excess=self._excess,
+            missing_by_point=missing,
+        )
+
+
+def _as_float(value: SampleValue) -> float:
+    if value is None:
+        return float("nan")
+    return float(value)
+
+
+def make_buffers(device_id: str, groups: Sequence[PollGroup]) -> dict[str, WindowBuffer]:
+    """One buffer per poll group of a device, by group name."""
+    return {g.name: WindowBuffer(device_id, g) for g in groups}

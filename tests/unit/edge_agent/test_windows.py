@@ -1,0 +1,141 @@
+"""Fixed, wall-clock-aligned windows per device and poll group."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from edge_agent.config import PollGroup
+from edge_agent.windows import WindowBuffer, make_buffers
+
+FAST = PollGroup(name="fast", period_s=1.0, window_s=60.0)
+
+
+def test_windows_align_to_multiples_of_window_s() -> None:
+    buf = WindowBuffer("cc-1", FAST)
+    assert buf.window_start(1000.5) == 960.0
+    assert buf.max_samples == 120
+    for i in range(20):
+        assert buf.append(1000.5 + i, {"t": float(i)}) is None
+    assert buf.open_window == (960.0, 1020.0)
+    w = buf.append(1020.0, {"t": 99.0})  # exactly at the end: belongs to the next window
+    assert w is not None
+    assert (w.device_id, w.group, w.start, w.end, w.duration_s) == ("cc-1", "fast", 960, 1020, 60)
+    assert w.n_samples == 20
+    assert w.n_missing == 40  # 60 polls expected, 20 arrived
+    np.testing.assert_array_equal(w.series["t"], np.arange(20.0))
+    np.testing.assert_array_equal(w.ts, 1000.5 + np.arange(20.0))
+    assert buf.open_window == (1020.0, 1080.0) and buf.pending == 1
+
+
+def test_a_full_window_has_nothing_missing() -> None:
+    buf = WindowBuffer("cc-1", FAST)
+    for i in range(60):
+        buf.append(1020.0 + i, {"t": 1.0})
+    w = buf.append(1080.0, {"t": 1.0})
+    assert w is not None and (w.n_samples, w.n_missing, w.n_excess) == (60, 0, 0)
+
+
+def test_points_not_read_are_nan_and_counted() -> None:
+    buf = WindowBuffer("cc-1", FAST)
+    buf.append(0.0, {"a": 1.0, "b": 2})
+    buf.append(1.0, {"a": None, "b": 3, "run": True})
+    buf.append(2.0, {"a": math.nan})
+    buf.append(3.0, {"a": 4.0, "run": False})
+    w = buf.close_due(60.0)
+    assert w is not None
+    np.testing.assert_array_equal(w.series["a"], [1.0, np.nan, np.nan, 4.0])
+    np.testing.assert_array_equal(w.series["b"], [2.0, 3.0, np.nan, np.nan])
+    np.testing.assert_array_equal(w.series["run"], [np.nan, 1.0, np.nan, 0.0])
+    assert w.missing_by_point == {"a": 2, "b": 2, "run": 2}
+    assert all(s.dtype == np.float64 for s in w.series.values())
+
+
+def test_late_samples_are_dropped_and_counted() -> None:
+    buf = WindowBuffer("cc-1", FAST)
+    buf.append(59.0, {"a": 1.0})
+    assert buf.append(60.5, {"a": 2.0}) is not None
+    assert buf.append(59.9, {"a": 3.0}) is None  # finished after the boundary
+    assert buf.counters.late == 1
+    w = buf.close_due(120.0)
+    assert w is not None and w.series["a"].tolist() == [2.0]
+
+
+def test_samples_out_of_order_inside_a_window_are_sorted() -> None:
+    buf = WindowBuffer("cc-1", FAST)
+    buf.append(10.0, {"a": 10.0})
+    buf.append(5.0, {"a": 5.0})
+    buf.append(7.0, {"a": 7.0})
+    w = buf.close_due(60.0)
+    assert w is not None
+    assert w.ts.tolist() == [5.0, 7.0, 10.0] and w.series["a"].tolist() == [5.0, 7.0, 10.0]
+
+
+def test_excess_samples_are_dropped_and_counted() -> None:
+    group = PollGroup(name="g", period_s=1.0, window_s=10.0)
+    buf = WindowBuffer("cc-1", group)
+    assert buf.max_samples == 20
+    for i in range(25):
+        buf.append(i * 0.1, {"a": float(i)})
+    w = buf.append(10.0, {"a": 0.0})
+    assert w is not None
+    assert (w.n_samples, w.n_excess, w.n_missing) == (20, 5, 0)
+    assert w.series["a"].tolist() == [float(i) for i in range(20)]
+    assert buf.counters.excess == 5
+    w2 = buf.close_due(20.0)
+    assert w2 is not None and w2.n_excess == 0
+
+
+def test_max_samples_rounds_up() -> None:
+    buf = WindowBuffer("x", PollGroup(name="g", period_s=7.0, window_s=30.0))
+    assert (buf.expected, buf.max_samples) == (5, 10)
+
+
+def test_close_due_closes_on_time_when_samples_stop() -> None:
+    buf = WindowBuffer("cc-1", FAST)
+    assert buf.close_due(1000.0) is None  # nothing open
+    buf.append(1000.0, {"a": 1.0})
+    assert buf.close_due(1019.999) is None
+    w = buf.close_due(1020.0)
+    assert w is not None and w.n_samples == 1
+    assert buf.close_due(1100.0) is None  # closed once
+    assert buf.open_window is None
+    buf.append(1130.0, {"a": 1.0})
+    assert buf.open_window == (1080.0, 1140.0)
+
+
+def test_a_gap_skips_empty_windows() -> None:
+    buf = WindowBuffer("cc-1", FAST)
+    buf.append(1000.0, {"a": 1.0})
+    w = buf.append(1300.0, {"a": 2.0})
+    assert w is not None and w.start == 960.0
+    assert buf.open_window == (1260.0, 1320.0)
+    assert buf.counters.windows == 1
+
+
+def test_a_clock_stepped_back_restarts_the_window() -> None:
+    buf = WindowBuffer("cc-1", FAST)
+    buf.append(10_000.0, {"a": 1.0})
+    buf.append(10_001.0, {"a": 1.0})
+    assert buf.append(5_000.0, {"a": 2.0}) is None
+    assert buf.counters.clock_steps == 1 and buf.counters.discarded_samples == 2
+    assert buf.open_window == (4980.0, 5040.0)
+    w = buf.close_due(5040.0)
+    assert w is not None and w.series["a"].tolist() == [2.0]
+
+
+def test_bad_input_breaks_loudly() -> None:
+    buf = WindowBuffer("cc-1", FAST)
+    with pytest.raises(TypeError, match="serial"):
+        buf.append(1.0, {"serial": "AB12"})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="finite"):
+        buf.append(math.nan, {"a": 1.0})
+
+
+def test_one_buffer_per_poll_group() -> None:
+    groups = [FAST, PollGroup(name="slow", period_s=60.0, window_s=900.0)]
+    buffers = make_buffers("fan-1", groups)
+    assert sorted(buffers) == ["fast", "slow"]
+    assert buffers["slow"].window_start(1000.0) == 900.0
