@@ -1,0 +1,402 @@
+"""The agent: poll → windows → features → score → alarms → buffer → uplink.
+
+:class:`Agent` wires the parts together and owns nothing else:
+
+- the :class:`~edge_agent.poller.Poller` hands each poll's result to :meth:`Agent._on_result`
+  on the event loop;
+- samples fill a :class:`~edge_agent.windows.WindowBuffer` per device and poll group; a
+  closed window becomes a ``features`` record (:mod:`edge_agent.features`) and, when the
+  device's asset type has a model for that window, a ``score`` record
+  (:mod:`edge_agent.scoring`);
+- counters (energy, runtime, starts) read in a poll become an ``energy`` record;
+- alarm transitions (:mod:`edge_agent.alarms`) become ``alarm`` records;
+- every ``health_every_s`` a ``health`` record says how the gateway is doing, and the same
+  facts go to a status file that ``edgewatch-agent status`` reads;
+- all records of one poll go into the :class:`~edge_agent.store.RecordStore` in one
+  transaction (the durable point), then the :class:`~edge_agent.forwarder.Forwarder`
+  ships them and deletes them on the cloud's ack.
+
+Downlink: a signed model update is installed by the :class:`~edge_agent.models.ModelStore`
+(refused updates leave the running model); ``poll_now`` is logged and counted (polling
+runs on its schedule).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import resource
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_agent import __version__
+from edge_agent.alarms import AlarmEngine, AlarmEvent
+from edge_agent.config import LoadedConfig
+from edge_agent.errors import EdgeWatchError, ProtocolError, UpdateRefused
+from edge_agent.features import counter_features, signal_features, state_features
+from edge_agent.forwarder import Forwarder
+from edge_agent.models import ModelStore
+from edge_agent.poller import Poller, PollResult
+from edge_agent.profiles import DeviceProfile, PointKind
+from edge_agent.protocol import (
+    DownlinkKind,
+    ModelUpdate,
+    PollNow,
+    RecordKind,
+    decode_downlink,
+)
+from edge_agent.scoring import Scorer
+from edge_agent.store import Item, RecordStore
+from edge_agent.uplink import Uplink
+from edge_agent.windows import Window, WindowBuffer
+
+log = logging.getLogger(__name__)
+
+STATUS_FILE = "status.json"
+
+
+def status_path(loaded: LoadedConfig) -> Path:
+    """Where the running agent writes its status: beside the buffer."""
+    return loaded.path(loaded.config.buffer.path).parent / STATUS_FILE
+
+
+def make_uplink(loaded: LoadedConfig) -> Uplink:
+    """The uplink the config names (MQTT or HTTPS)."""
+    gw = loaded.config.gateway.id
+    settings = loaded.config.uplink
+    if settings.mqtt is not None:
+        from edge_agent.uplink.mqtt import MqttUplink
+
+        return MqttUplink(gw, settings.mqtt, loaded.base_dir)
+    from edge_agent.uplink.https import HttpsUplink
+
+    assert settings.https is not None  # noqa: S101 - the config validator enforces one
+    return HttpsUplink(gw, settings.https, loaded.base_dir)
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def window_features(window: Window, profile: DeviceProfile) -> dict[str, float | None]:
+    """Every feature of every point in a closed window, by ``point__feature`` name."""
+    out: dict[str, float | None] = {}
+    t = window.ts
+    for name, series in window.series.items():
+        kind = profile.point(name).kind
+        if kind is PointKind.MEASUREMENT:
+            feats = signal_features(series, t)
+        elif kind is PointKind.COUNTER:
+            feats = counter_features(series, t)
+        elif kind is PointKind.STATE:
+            feats = state_features(series, t)
+        else:
+            continue
+        for f, v in feats.items():
+            out[f"{name}__{f}"] = _finite(float(v))
+    return out
+
+
+def _numeric(value: object) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None
+
+
+class Agent:
+    """One gateway's agent. ``uplink`` may be given (tests); otherwise the config's."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        *,
+        uplink: Uplink | None = None,
+        health_every_s: float = 60.0,
+        clock: Any = time.time,
+    ) -> None:
+        self.loaded = loaded
+        cfg = loaded.config
+        self._clock = clock
+        self.health_every_s = health_every_s
+        self.store = RecordStore(
+            cfg.buffer.model_copy(update={"path": loaded.path(cfg.buffer.path)}), clock=clock
+        )
+        self.uplink = uplink if uplink is not None else make_uplink(loaded)
+        link = cfg.uplink.mqtt or cfg.uplink.https
+        assert link is not None  # noqa: S101 - the config validator enforces one
+        self.forwarder = Forwarder(self.store, self.uplink, link.batch, clock=clock)
+        models_dir = loaded.path(cfg.models.dir)
+        self.models = ModelStore(
+            cfg.models.model_copy(
+                update={
+                    "dir": models_dir,
+                    "trusted_keys": [loaded.path(k) for k in cfg.models.trusted_keys],
+                }
+            ),
+            clock=clock,
+        )
+        self.scorer = Scorer(self.models)
+        self.alarms = AlarmEngine(cfg.alarms, loaded.profiles)
+        groups = {g.name: g for g in cfg.poll_groups}
+        self._windows: dict[tuple[str, str], WindowBuffer] = {}
+        self._groups = groups
+        self.poller = Poller(loaded, self._on_result, clock=clock)
+        self.status_file = status_path(loaded)
+        self.counts: Counter[str] = Counter()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = asyncio.Event()
+        self._started = 0.0
+
+    # -- life cycle ------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Run until :meth:`stop`; the buffer is flushed and closed on the way out."""
+        self._loop = asyncio.get_running_loop()
+        self._started = self._clock()
+        self.uplink.on_downlink = self._on_downlink
+        self.uplink.start()
+        self.forwarder.start()
+        poll_task = asyncio.create_task(self.poller.run(), name="poller")
+        try:
+            while not self._stopping.is_set() and not poll_task.done():
+                self._housekeeping()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._stopping.wait(), timeout=min(1.0, self.health_every_s)
+                    )
+        finally:
+            await self.poller.stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poll_task  # the poller closes its links on the way out
+            self.forwarder.stop()
+            self.uplink.stop()
+            self._write_status()
+            self.store.close()
+        failed = poll_task.exception() if not poll_task.cancelled() else None
+        if failed is not None:
+            raise failed
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    # -- the data path -----------------------------------------------------------------------
+    def _on_result(self, result: PollResult) -> None:
+        """One poll's result: alarms, windows, features, scores, energy → one transaction."""
+        profile = self.loaded.profiles[result.device_id]
+        items: list[Item] = []
+        events: list[AlarmEvent] = list(self.alarms.on_poll(result.device_id, result.ts, result.ok))
+        numeric = {n: _numeric(v.value) for n, v in result.values.items()}
+        samples = {n: v for n, v in numeric.items() if v is not None}
+        if samples:
+            events += self.alarms.on_sample(result.device_id, result.ts, samples)
+            buffer = self._window(result.device_id, result.group)
+            closed = buffer.append(result.ts, samples)
+            if closed is not None:
+                items += self._window_records(closed, profile, events)
+            counters = {
+                n: v for n, v in samples.items() if profile.point(n).kind is PointKind.COUNTER
+            }
+            if counters:
+                units = {n: profile.point(n).unit for n in counters}
+                body = {"values": counters, "units": units}
+                items.append((result.ts, RecordKind.ENERGY, result.device_id, body))
+        items += [self._alarm_item(e) for e in events]
+        self.counts["polls"] += 1
+        self._append(items)
+
+    def _window(self, device_id: str, group: str) -> WindowBuffer:
+        key = (device_id, group)
+        buffer = self._windows.get(key)
+        if buffer is None:
+            buffer = WindowBuffer(device_id, self._groups[group])
+            self._windows[key] = buffer
+        return buffer
+
+    def _window_records(
+        self, window: Window, profile: DeviceProfile, events: list[AlarmEvent]
+    ) -> list[Item]:
+        features = window_features(window, profile)
+        body: dict[str, Any] = {
+            "group": window.group,
+            "start": window.start,
+            "end": window.end,
+            "n_samples": window.n_samples,
+            "n_missing": window.n_missing,
+            "features": features,
+        }
+        items: list[Item] = [(window.end, RecordKind.FEATURES, window.device_id, body)]
+        self.counts["windows"] += 1
+        try:
+            score = self.scorer.score_window(window, profile.asset_type)
+        except EdgeWatchError as exc:
+            self.counts["score_errors"] += 1
+            log.warning("scoring %s window %s failed: %s", window.device_id, window.group, exc)
+            return items
+        if score is not None:
+            self.counts["scores"] += 1
+            items.append(
+                (
+                    window.end,
+                    RecordKind.SCORE,
+                    window.device_id,
+                    {
+                        "model_id": score.model_id,
+                        "model_version": score.version,
+                        "score": score.score,
+                        "threshold": score.threshold,
+                        "anomalous": score.anomalous,
+                        "top_signals": [[s, v] for s, v in score.top_signals],
+                        "group": window.group,
+                    },
+                )
+            )
+            events += self.alarms.on_score(
+                window.device_id, window.end, score.anomalous, score.score
+            )
+        return items
+
+    def _alarm_item(self, e: AlarmEvent) -> Item:
+        self.counts[f"alarms_{e.state}"] += 1
+        body = {
+            "name": e.name,
+            "state": e.state,
+            "severity": e.severity,
+            "value": e.value if e.value is None or math.isfinite(e.value) else None,
+            "detail": e.detail,
+        }
+        return (e.ts, RecordKind.ALARM, e.device_id, body)
+
+    def _append(self, items: list[Item]) -> None:
+        if not items:
+            return
+        try:
+            seqs = self.store.append(items)
+        except (ProtocolError, EdgeWatchError) as exc:
+            self.counts["append_errors"] += 1
+            log.error("cannot buffer %d records: %s", len(items), exc)
+            return
+        self.counts["records"] += len(seqs)
+        self.forwarder.notify()
+
+    # -- timed work ---------------------------------------------------------------------------
+    def _housekeeping(self) -> None:
+        now = self._clock()
+        items: list[Item] = [self._alarm_item(e) for e in self.alarms.tick(now)]
+        for buffer in self._windows.values():
+            closed = buffer.close_due(now)
+            if closed is not None:
+                profile = self.loaded.profiles[closed.device_id]
+                events: list[AlarmEvent] = []
+                items += self._window_records(closed, profile, events)
+                items += [self._alarm_item(e) for e in events]
+        if now - self.counts.get("last_health", 0) >= self.health_every_s:
+            self.counts["last_health"] = int(now)
+            items.append((now, RecordKind.HEALTH, None, self.health()))
+            self._write_status()
+        self._append(items)
+
+    def health(self) -> dict[str, Any]:
+        """What ``status`` shows and the ``health`` record carries."""
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        devices = {
+            d: {
+                "state": s.state,
+                "requests": s.requests,
+                "ok": s.ok,
+                "errors": dict(s.errors),
+                "consecutive_failures": s.consecutive_failures,
+                "rtt_ms": None if s.rtt_ewma_s is None else round(s.rtt_ewma_s * 1000, 2),
+                "last_ok_ts": s.last_ok_ts,
+                "missed_polls": s.missed_polls,
+                "unreadable": list(s.unreadable),
+            }
+            for d, s in self.poller.stats().items()
+        }
+        store = self.store.stats()
+        return {
+            "agent_version": __version__,
+            "uptime_s": round(self._clock() - self._started, 1),
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+            "max_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            "buffer": {
+                "depth": self.store.depth(),
+                "bytes": self.store.size_bytes(),
+                "oldest_ts": self.store.oldest_ts(),
+                "dropped": {k: v for k, v in asdict(store).items() if isinstance(v, int)},
+            },
+            "uplink": {
+                "connected": self.uplink.connected,
+                **_jsonable(asdict(self.forwarder.stats())),
+            },
+            "models": {
+                m.asset_type: {"model_id": m.model_id, "version": m.version}
+                for m in self.models.models().values()
+            },
+            "devices": devices,
+            "counts": {k: v for k, v in self.counts.items() if k != "last_health"},
+            "active_alarms": len(self.alarms.active()),
+        }
+
+    def _write_status(self) -> None:
+        path = self.status_file
+        data = {"gateway": self.loaded.config.gateway.id, "ts": self._clock(), **self.health()}
+        tmp = path.with_suffix(".tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:
+            self.counts["status_errors"] += 1
+            log.debug("cannot write %s: %s", path, exc)
+
+    # -- downlink (called on the uplink's thread) -------------------------------------------
+    def _on_downlink(self, kind: DownlinkKind, payload: bytes) -> None:
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._handle_downlink, kind, payload)
+
+    def _handle_downlink(self, kind: DownlinkKind, payload: bytes) -> None:
+        try:
+            message = decode_downlink(kind, payload)
+        except ProtocolError as exc:
+            self.counts["downlink_rejected"] += 1
+            log.warning("downlink %s rejected: %s", kind, exc)
+            return
+        if isinstance(message, ModelUpdate):
+            try:
+                model = self.models.install_update(
+                    message.manifest, message.signature, message.onnx
+                )
+            except UpdateRefused as exc:
+                self.counts[f"model_refused_{exc.reason}"] += 1
+                log.warning("model update refused (%s); the running model stays", exc)
+                return
+            self.counts["model_updates"] += 1
+            log.info(
+                "model %s v%d installed for %s", model.model_id, model.version, model.asset_type
+            )
+        elif isinstance(message, PollNow):
+            self.counts["poll_now"] += 1
+            log.info("poll now (request %s): polls run on their schedule", message.request_id)
+        else:
+            self.counts["config_changes_refused"] += 1
+            log.warning(
+                "config change v%d refused: this agent takes its config from %s only",
+                message.version,
+                self.loaded.source,
+            )
+
+
+def _jsonable(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (v if not isinstance(v, np.generic) else v.item()) for k, v in d.items()}
