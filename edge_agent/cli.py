@@ -86,8 +86,7 @@ def cmd_run(loaded: LoadedConfig) -> int:
 # -- check ----------------------------------------------------------------------------------
 async def _check(loaded: LoadedConfig) -> list[dict[str, Any]]:
     """Read every block of every device once, through the agent's own read path."""
-    from edge_agent.planner import group_points, plan_reads
-    from edge_agent.registers import decode_point
+    from edge_agent.planner import decode_block, group_points, plan_reads
     from edge_agent.transport import ModbusLink
 
     rows: list[dict[str, Any]] = []
@@ -106,14 +105,16 @@ async def _check(loaded: LoadedConfig) -> list[dict[str, Any]]:
                     words = await links[d.bus].read(
                         d.unit_id, block.table, block.address, block.count
                     )
+                    decoded = decode_block(block, words)
                 except EdgeWatchError as exc:
                     failed += 1
-                    errors.append(f"{block.table.value}@{block.address}+{block.count}: {exc}")
+                    where = f"{block.table.value} {block.address}..{block.end - 1}"
+                    errors.append(f"{where}: {_kind(exc)}: {exc}")
                     continue
                 ok += 1
-                for p in block.points:
-                    off = p.address - block.address
-                    values[p.name] = decode_point(p, words[off : off + p.count]).value
+                values.update({name: v.value for name, v in decoded.items()})
+            order = {p.name: i for i, p in enumerate(profile.points)}
+            first = sorted(values, key=order.__getitem__)[:3]
             rows.append(
                 {
                     "device": d.id,
@@ -125,13 +126,27 @@ async def _check(loaded: LoadedConfig) -> list[dict[str, Any]]:
                     "failed": failed,
                     "ms": round((time.monotonic() - t0) * 1000, 1),
                     "errors": errors,
-                    "sample": {k: values[k] for k in list(values)[:3]},
+                    "sample": {k: values[k] for k in first},
                 }
             )
     finally:
         for link in links.values():
             await link.close()
     return rows
+
+
+def _kind(exc: EdgeWatchError) -> str:
+    from edge_agent.errors import DeviceTimeout, FrameError, LinkError, ModbusException
+
+    for cls, kind in (
+        (DeviceTimeout, "timeout"),
+        (ModbusException, "exception"),
+        (FrameError, "bad frame"),
+        (LinkError, "link down"),
+    ):
+        if isinstance(exc, cls):
+            return kind
+    return "error"
 
 
 def cmd_check(loaded: LoadedConfig) -> int:
