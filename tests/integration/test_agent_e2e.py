@@ -282,3 +282,65 @@ def test_the_agent_polls_scores_alarms_and_ships_everything_acked(
     out = capsys.readouterr().out
     assert f"gateway {GW}" in out and "compressor cc-zscore v1" in out
     assert "cc-1" in out and "fan-1" in out
+
+
+def test_signed_model_updates_arrive_over_the_downlink_and_bad_ones_are_refused(
+    tmp_path: Path, mosquitto_broker: Any
+) -> None:
+    from edge_agent.protocol import ModelUpdate, down_topic, encode_downlink
+
+    cloud = StandInCloud(mosquitto_broker.host, mosquitto_broker.port)
+    publisher = Publisher()
+    with simulator() as modbus_port:
+        path = agent_config(tmp_path, modbus_port, mosquitto_broker.port, publisher)
+        agent = Agent(load_config(path), health_every_s=1.0)
+        thread, loops = start_agent(agent)
+
+        def versions() -> set[int]:
+            return {r.body["model_version"] for r in cloud.by_kind().get("score", [])}
+
+        def wait_for(predicate: Any, what: str) -> None:
+            deadline = time.monotonic() + 15
+            while not predicate():
+                assert time.monotonic() < deadline, what
+                time.sleep(0.1)
+
+        def send(update: Any, onnx: bytes | None = None) -> None:
+            message = ModelUpdate(
+                update.manifest["version"],
+                update.manifest_bytes,
+                update.signature.to_json(),
+                onnx if onnx is not None else update.onnx_bytes,
+            )
+            cloud.client.publish(down_topic(GW, "model"), encode_downlink(message), qos=1)
+
+        try:
+            wait_for(lambda: 1 in versions(), "no score from model v1")
+            good = publisher.update(
+                2,
+                mu=[80.0, 25.0, 15.0, 400.0],
+                sd=[10.0, 3.0, 3.0, 5.0],
+                threshold=1e9,
+                feature_names=MODEL_FEATURES,
+                window_s=2,
+            )
+            send(good, onnx=good.onnx_bytes + b"tampered")  # hash mismatch: refused
+            stranger = Publisher().update(3, feature_names=MODEL_FEATURES, window_s=2)
+            send(stranger)  # signed by a key the gateway does not trust: refused
+            wait_for(
+                lambda: (
+                    agent.counts["model_refused_hash_mismatch"] == 1
+                    and agent.counts["model_refused_unknown_key"] == 1
+                ),
+                "the bad updates were not refused",
+            )
+            assert agent.models.model_for("compressor").version == 1  # type: ignore[union-attr]
+            send(good)
+            wait_for(lambda: 2 in versions(), "no score from model v2")
+            assert agent.counts["model_updates"] == 1
+        finally:
+            while not loops:
+                time.sleep(0.01)
+            loops[0].call_soon_threadsafe(agent.stop)
+            thread.join(15)
+            cloud.close()
