@@ -17,8 +17,8 @@
   ships them and deletes them on the cloud's ack.
 
 Downlink: a signed model update is installed by the :class:`~edge_agent.models.ModelStore`
-(refused updates leave the running model); ``poll_now`` is logged and counted (polling
-runs on its schedule).
+(refused updates leave the running model); ``poll_now`` polls the named devices at once;
+a config change is refused and counted (the agent reads its config from its file only).
 """
 
 from __future__ import annotations
@@ -388,7 +388,11 @@ class Agent:
             )
         elif isinstance(message, PollNow):
             self.counts["poll_now"] += 1
-            log.info("poll now (request %s): polls run on their schedule", message.request_id)
+            polled = self.poller.poll_now(message.devices)
+            unknown = sorted(set(message.devices or ()) - set(polled))
+            log.info("poll now (request %s): %s", message.request_id, ", ".join(polled) or "-")
+            if unknown:
+                log.warning("poll now (request %s): no device %s", message.request_id, unknown)
         else:
             self.counts["config_changes_refused"] += 1
             log.warning(

@@ -37,7 +37,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -255,6 +255,8 @@ class _Job:
     points: tuple[Point, ...]
     origin: float = 0.0
     due: float = 0.0
+    scheduled_due: float | None = None
+    """Set while a "poll now" brought the job forward: the slot it had on its grid."""
     _plan: list[ReadBlock] | None = None
     _plan_version: int = -1
 
@@ -363,6 +365,8 @@ class Poller:
                 self._lanes.append(lane)
         self._jobs = jobs
         self._stopping = asyncio.Event()
+        self._kick = asyncio.Event()
+        """Set to wake sleeping lanes (stop, poll now); replaced by a fresh one each time."""
         self._tasks: list[asyncio.Task[None]] = []
         self._started_mono: float | None = None
 
@@ -403,6 +407,7 @@ class Poller:
     async def stop(self) -> None:
         """Stop polling; a request in flight is abandoned."""
         self._stopping.set()
+        self._wake_lanes()
         for t in self._tasks:
             t.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -437,10 +442,32 @@ class Poller:
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=max(0.0, min(seconds, 3600)))
+            await asyncio.wait_for(self._kick.wait(), timeout=max(0.0, min(seconds, 3600)))
+
+    def _wake_lanes(self) -> None:
+        kick, self._kick = self._kick, asyncio.Event()
+        kick.set()
+
+    def poll_now(self, devices: Collection[str] | None = None) -> list[str]:
+        """Poll every group of the named devices (all when None) at once, besides their
+        schedule, which they then keep. A backed-off device stays backed off. Returns the
+        ids of the devices brought forward (unknown ids are left out)."""
+        now = self._monotonic()
+        wanted = set(self._devices) if devices is None else set(devices) & set(self._devices)
+        for job in self._jobs:
+            if job.device.id in wanted:
+                if job.scheduled_due is None:
+                    job.scheduled_due = job.due
+                job.due = min(job.due, now)
+        self._wake_lanes()
+        return sorted(wanted)
 
     def _reschedule(self, job: _Job, now: float) -> None:
         """After a poll: the next slot on the job's grid (slots already past are missed)."""
+        if job.scheduled_due is not None:  # an extra poll: back to the grid, nothing missed
+            slot, job.scheduled_due = job.scheduled_due, None
+            job.due = slot if slot > now else next_due(job.origin, job.period, now)
+            return
         nxt = job.due + job.period
         if nxt <= now:
             nxt = next_due(job.origin, job.period, now)

@@ -287,7 +287,7 @@ def test_the_agent_polls_scores_alarms_and_ships_everything_acked(
 def test_signed_model_updates_arrive_over_the_downlink_and_bad_ones_are_refused(
     tmp_path: Path, mosquitto_broker: Any
 ) -> None:
-    from edge_agent.protocol import ModelUpdate, down_topic, encode_downlink
+    from edge_agent.protocol import ModelUpdate, PollNow, down_topic, encode_downlink
 
     cloud = StandInCloud(mosquitto_broker.host, mosquitto_broker.port)
     publisher = Publisher()
@@ -338,6 +338,12 @@ def test_signed_model_updates_arrive_over_the_downlink_and_bad_ones_are_refused(
             send(good)
             wait_for(lambda: 2 in versions(), "no score from model v2")
             assert agent.counts["model_updates"] == 1
+            polls = agent.poller.stats()["fan-1"].polls
+            cloud.client.publish(
+                down_topic(GW, "command"), encode_downlink(PollNow("r-1", ["fan-1"])), qos=1
+            )
+            wait_for(lambda: agent.counts["poll_now"] == 1, "poll now not received")
+            wait_for(lambda: agent.poller.stats()["fan-1"].polls >= polls + 3, "fan-1 not polled")
         finally:
             while not loops:
                 time.sleep(0.01)

@@ -275,3 +275,37 @@ def test_staggered_starts() -> None:
     fast = sorted(t for (d, g), t in firsts.items() if g == "fast")
     assert len(fast) == 4
     assert min(b - a for a, b in itertools.pairwise(fast)) > 0.02
+
+
+def test_poll_now_polls_the_named_device_at_once_and_it_keeps_its_schedule() -> None:
+    links: list[FakeLink] = []
+
+    def factory(bus: Any, name: str) -> FakeLink:
+        links.append(FakeLink(name))
+        return links[-1]
+
+    results: list[PollResult] = []
+    # periods of 0.5, 2 and 4 s: without "poll now" not all groups would be polled again soon
+    poller = Poller(config([1, 2], period=0.5), results.append, link_factory=factory)
+
+    async def main() -> tuple[list[str], float]:
+        task = asyncio.create_task(poller.run())
+        await asyncio.sleep(1.2)  # every group has had its first poll by now
+        before = len([r for r in results if r.device_id == "d2"])
+        asked = poller.poll_now(["d2", "nope"])
+        t0 = asyncio.get_running_loop().time()
+        while len([r for r in results if r.device_id == "d2"]) < before + 3:
+            await asyncio.sleep(0.005)
+        took = asyncio.get_running_loop().time() - t0
+        await asyncio.sleep(0.3)
+        await poller.stop()
+        await task
+        return asked, took
+
+    asked, took = asyncio.run(main())
+    assert asked == ["d2"]  # unknown ids are left out
+    assert took < 0.2  # all three groups of d2 polled at once, not on their 0.5-4 s grid
+    d2 = [r for r in results if r.device_id == "d2"]
+    assert {r.group for r in d2[-3:]} == {"fast", "default", "slow"}
+    assert all(r.ok and r.values for r in d2)
+    assert poller.stats()["d2"].missed_polls == 0  # an extra poll misses no slot
