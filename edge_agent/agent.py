@@ -18,7 +18,8 @@
 
 Downlink: a signed model update is installed by the :class:`~edge_agent.models.ModelStore`
 (refused updates leave the running model); ``poll_now`` polls the named devices at once;
-a config change is refused and counted (the agent reads its config from its file only).
+a signed, newer config change is kept (:mod:`edge_agent.configsync`) and the agent stops
+with ``reload_requested`` so that its runner starts it again on the new config.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import numpy as np
 from edge_agent import __version__
 from edge_agent.alarms import AlarmEngine, AlarmEvent
 from edge_agent.config import LoadedConfig
+from edge_agent.configsync import check_config_change, install_config_change
 from edge_agent.errors import EdgeWatchError, ProtocolError, UpdateRefused
 from edge_agent.features import counter_features, signal_features, state_features
 from edge_agent.forwarder import Forwarder
@@ -158,6 +160,8 @@ class Agent:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = asyncio.Event()
         self._started = 0.0
+        self.reload_requested = False
+        """Set when a config change was kept: whoever runs the agent starts a new one."""
 
     # -- life cycle ------------------------------------------------------------------------
     async def run(self) -> None:
@@ -326,6 +330,7 @@ class Agent:
         store = self.store.stats()
         return {
             "agent_version": __version__,
+            "config_version": self.loaded.config.config_version,
             "uptime_s": round(self._clock() - self._started, 1),
             "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
             "max_rss_mb": round(usage.ru_maxrss / 1024, 1),
@@ -394,12 +399,26 @@ class Agent:
             if unknown:
                 log.warning("poll now (request %s): no device %s", message.request_id, unknown)
         else:
-            self.counts["config_changes_refused"] += 1
-            log.warning(
-                "config change v%d refused: this agent takes its config from %s only",
-                message.version,
-                self.loaded.source,
-            )
+            try:
+                check_config_change(
+                    self.loaded,
+                    message.document,
+                    message.signature,
+                    source=f"downlink config v{message.version}",
+                    version=message.version,
+                )
+                where = install_config_change(self.loaded, message.document, message.signature)
+            except UpdateRefused as exc:
+                self.counts[f"config_refused_{exc.reason}"] += 1
+                log.warning("config change refused (%s); the running config stays", exc)
+                return
+            except OSError as exc:
+                self.counts["config_refused_write_failed"] += 1
+                log.error("config change v%d not kept: %s", message.version, exc)
+                return
+            log.warning("config_version %d kept in %s; restarting on it", message.version, where)
+            self.reload_requested = True
+            self.stop()
 
 
 def _jsonable(d: Mapping[str, Any]) -> dict[str, Any]:

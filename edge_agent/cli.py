@@ -62,7 +62,8 @@ def _configure_logging(verbosity: int) -> None:
 
 
 # -- run ------------------------------------------------------------------------------------
-async def _run(loaded: LoadedConfig) -> None:
+async def _run(loaded: LoadedConfig) -> bool:
+    """Run one agent until it stops; True when it stopped to restart on a new config."""
     from edge_agent.agent import Agent
 
     agent = Agent(loaded)
@@ -70,17 +71,24 @@ async def _run(loaded: LoadedConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, agent.stop)
     await agent.run()
+    return agent.reload_requested
 
 
-def cmd_run(loaded: LoadedConfig) -> int:
-    logging.getLogger(__name__).warning(
-        "gateway %s: %d devices on %d buses",
-        loaded.config.gateway.id,
-        len(loaded.config.devices),
-        len(loaded.config.buses),
-    )
-    asyncio.run(_run(loaded))
-    return 0
+def cmd_run(path: Path) -> int:
+    from edge_agent.configsync import effective_config
+
+    log = logging.getLogger(__name__)
+    while True:
+        loaded = effective_config(path)
+        log.warning(
+            "gateway %s: config_version %d, %d devices on %d buses",
+            loaded.config.gateway.id,
+            loaded.config.config_version,
+            len(loaded.config.devices),
+            len(loaded.config.buses),
+        )
+        if not asyncio.run(_run(loaded)):
+            return 0
 
 
 # -- check ----------------------------------------------------------------------------------
@@ -219,9 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
     try:
-        loaded = load_config(args.config)
         if args.command == "run":
-            return cmd_run(loaded)
+            return cmd_run(args.config)
+        loaded = load_config(args.config)
         if args.command == "check":
             return cmd_check(loaded)
         return cmd_status(loaded, args.json)

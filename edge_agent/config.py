@@ -231,6 +231,9 @@ class UplinkSettings(_Strict):
 
 class GatewayConfig(_Strict):
     schema_version: Literal[1]
+    config_version: Annotated[int, Field(ge=0)] = 0
+    """Version of this gateway's config: a config change over the downlink must carry a
+    higher one (see :mod:`edge_agent.configsync`)."""
     gateway: GatewaySettings
     buses: Annotated[list[Bus], Field(min_length=1)]
     poll_groups: list[PollGroup] = list(DEFAULT_POLL_GROUPS)

@@ -196,6 +196,28 @@ def sign_manifest(manifest_bytes: bytes, private_key: Ed25519PrivateKey) -> Mani
     )
 
 
+def verify_signature(
+    keys: Mapping[str, Ed25519PublicKey], data: bytes, signature: ManifestSignature
+) -> str:
+    """The id of the trusted key whose signature on ``data`` verifies; otherwise
+    :class:`UpdateRefused` (``unknown_key`` or ``bad_signature``). Serves model manifests
+    and config documents alike."""
+    key = keys.get(signature.key_id)
+    if key is None:
+        raise UpdateRefused(
+            "unknown_key",
+            f"signed by key {signature.key_id}, which is not trusted "
+            f"(trusted: {', '.join(sorted(keys)) or 'none'})",
+        )
+    try:
+        key.verify(signature.signature, data)
+    except InvalidSignature:
+        raise UpdateRefused(
+            "bad_signature", f"the signature by key {signature.key_id} does not verify"
+        ) from None
+    return signature.key_id
+
+
 def load_trusted_keys(paths: list[Path]) -> dict[str, Ed25519PublicKey]:
     """Key id -> key, from PEM files; ConfigError names the file that is not an Ed25519 key."""
     keys: dict[str, Ed25519PublicKey] = {}
@@ -439,20 +461,7 @@ class ModelStore:
     # ---- verification ----------------------------------------------------------------
 
     def _verify(self, manifest_bytes: bytes, signature: ManifestSignature) -> str:
-        key = self._keys.get(signature.key_id)
-        if key is None:
-            raise UpdateRefused(
-                "unknown_key",
-                f"signed by key {signature.key_id}, which is not trusted "
-                f"(trusted: {', '.join(sorted(self._keys)) or 'none'})",
-            )
-        try:
-            key.verify(signature.signature, manifest_bytes)
-        except InvalidSignature:
-            raise UpdateRefused(
-                "bad_signature", f"the signature by key {signature.key_id} does not verify"
-            ) from None
-        return signature.key_id
+        return verify_signature(self._keys, manifest_bytes, signature)
 
     def _session(
         self, manifest: ModelManifest, onnx_bytes: bytes, path: Path | None, signer: str | None

@@ -350,3 +350,60 @@ def test_signed_model_updates_arrive_over_the_downlink_and_bad_ones_are_refused(
             loops[0].call_soon_threadsafe(agent.stop)
             thread.join(15)
             cloud.close()
+
+
+def test_edgewatch_agent_run_restarts_itself_on_a_signed_config_change(
+    tmp_path: Path, mosquitto_broker: Any
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from edge_agent.models import sign_manifest
+    from edge_agent.protocol import ConfigChange, down_topic, encode_downlink
+
+    cloud = StandInCloud(mosquitto_broker.host, mosquitto_broker.port)
+    publisher = Publisher()
+    with simulator() as modbus_port:
+        path = agent_config(tmp_path, modbus_port, mosquitto_broker.port, publisher)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+        def config_versions() -> set[int]:
+            return {r.body["config_version"] for r in cloud.by_kind().get("health", [])}
+
+        def wait_for(predicate: Any, what: str) -> None:
+            deadline = time.monotonic() + 30
+            while not predicate():
+                assert proc.poll() is None, f"the agent exited: {proc.communicate()}"
+                assert time.monotonic() < deadline, what
+                time.sleep(0.1)
+
+        try:
+            wait_for(lambda: 0 in config_versions(), "no health record from config_version 0")
+            new = yaml.safe_load(path.read_text(encoding="utf-8"))
+            new["config_version"] = 7
+            new["alarms"]["thresholds"][0]["name"] = "ambient_seen_v7"
+            document = yaml.safe_dump(new).encode()
+            signature = sign_manifest(document, publisher.key).to_json()
+            message = encode_downlink(ConfigChange(7, document, signature))
+            cloud.client.publish(down_topic(GW, "config"), message, qos=1)
+            wait_for(lambda: 7 in config_versions(), "the agent did not restart on version 7")
+            wait_for(
+                lambda: any(
+                    r.body["name"] == "ambient_seen_v7" for r in cloud.by_kind().get("alarm", [])
+                ),
+                "the new config's alarm never came",
+            )
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _out, err = proc.communicate(timeout=30)
+            cloud.close()
+    assert proc.returncode == 0, err
+    assert "config_version 7 kept" in err and "config_version 7" in err
+    seqs = sorted(cloud.records)
+    assert seqs == list(range(1, len(seqs) + 1))  # one sequence across the restart
