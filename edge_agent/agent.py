@@ -7,14 +7,22 @@
 - samples fill a :class:`~edge_agent.windows.WindowBuffer` per device and poll group; a
   closed window becomes a ``features`` record (:mod:`edge_agent.features`) and, when the
   device's asset type has a model for that window, a ``score`` record
-  (:mod:`edge_agent.scoring`);
+  (:mod:`edge_agent.scoring`); closed windows queue and are worked off one every
+  ``WINDOW_SPACING_S`` (all devices' windows close together on the wall-time grid), and
+  the queue is drained when the agent stops;
 - counters (energy, runtime, starts) read in a poll become an ``energy`` record;
 - alarm transitions (:mod:`edge_agent.alarms`) become ``alarm`` records;
 - every ``health_every_s`` a ``health`` record says how the gateway is doing, and the same
   facts go to a status file that ``edgewatch-agent status`` reads;
-- all records of one poll go into the :class:`~edge_agent.store.RecordStore` in one
-  transaction (the durable point), then the :class:`~edge_agent.forwarder.Forwarder`
-  ships them and deletes them on the cloud's ack.
+- records are group-committed: the records of the polls of the last ``commit_interval_s``
+  (default 0.01 s) collect in memory and go into the
+  :class:`~edge_agent.store.RecordStore` in one transaction (the durable point), then the
+  :class:`~edge_agent.forwarder.Forwarder` ships them and deletes them on the cloud's ack.
+  The bound: a record is durable within ``commit_interval_s`` of its poll; the records of
+  the last ≤ 10 ms are in memory, like the open windows are, and are lost with them if
+  the process dies. More than ``MAX_PENDING_ITEMS`` waiting records are committed at
+  once; housekeeping and :meth:`Agent.stop` (on the way out of :meth:`Agent.run`) commit
+  whatever waits.
 
 Downlink: a signed model update is installed by the :class:`~edge_agent.models.ModelStore`
 (refused updates leave the running model); ``poll_now`` polls the named devices at once;
@@ -25,6 +33,7 @@ with ``reload_requested`` so that its runner starts it again on the new config.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -65,6 +74,14 @@ from edge_agent.windows import Window, WindowBuffer
 log = logging.getLogger(__name__)
 
 STATUS_FILE = "status.json"
+COMMIT_INTERVAL_S = 0.01
+"""Default bound on how long a record waits in memory before its transaction."""
+MAX_PENDING_ITEMS = 5000
+"""Records waiting in memory past this many are committed at once."""
+WINDOW_SPACING_S = 0.01
+"""Closed windows' features are computed one per this many seconds (see _defer_window)."""
+MAX_WINDOW_BACKLOG = 50
+"""Past this many queued closed windows, several are worked off at once."""
 
 
 def status_path(loaded: LoadedConfig) -> Path:
@@ -94,8 +111,9 @@ def window_features(window: Window, profile: DeviceProfile) -> dict[str, float |
     """Every feature of every point in a closed window, by ``point__feature`` name."""
     out: dict[str, float | None] = {}
     t = window.ts
+    kinds = {p.name: p.kind for p in profile.points}
     for name, series in window.series.items():
-        kind = profile.point(name).kind
+        kind = kinds[name]
         if kind is PointKind.MEASUREMENT:
             feats = signal_features(series, t)
         elif kind is PointKind.COUNTER:
@@ -127,8 +145,12 @@ class Agent:
         uplink: Uplink | None = None,
         health_every_s: float = 60.0,
         clock: Any = time.time,
+        commit_interval_s: float = COMMIT_INTERVAL_S,
     ) -> None:
         self.loaded = loaded
+        self.commit_interval_s = commit_interval_s
+        self._pending: list[Item] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
         cfg = loaded.config
         self._clock = clock
         self.health_every_s = health_every_s
@@ -153,6 +175,10 @@ class Agent:
         self.alarms = AlarmEngine(cfg.alarms, loaded.profiles)
         groups = {g.name: g for g in cfg.poll_groups}
         self._windows: dict[tuple[str, str], WindowBuffer] = {}
+        self._closed_windows: collections.deque[tuple[Window, DeviceProfile]] = collections.deque()
+        self._window_handle: asyncio.TimerHandle | None = None
+        self._counters: dict[int, dict[str, str]] = {}
+        """Counter points' units by ``id()`` of a profile of ``loaded.profiles``."""
         self._groups = groups
         self.poller = Poller(loaded, self._on_result, clock=clock)
         self.status_file = status_path(loaded)
@@ -183,6 +209,8 @@ class Agent:
             await self.poller.stop()
             with contextlib.suppress(asyncio.CancelledError):
                 await poll_task  # the poller closes its links on the way out
+            self._drain_windows()
+            self.flush()
             self.forwarder.stop()
             self.uplink.stop()
             self._write_status()
@@ -207,17 +235,24 @@ class Agent:
             buffer = self._window(result.device_id, result.group)
             closed = buffer.append(result.ts, samples)
             if closed is not None:
-                items += self._window_records(closed, profile, events)
-            counters = {
-                n: v for n, v in samples.items() if profile.point(n).kind is PointKind.COUNTER
-            }
+                self._defer_window(closed, profile)
+            counter_units = self._counter_units(profile)
+            counters = {n: v for n, v in samples.items() if n in counter_units}
             if counters:
-                units = {n: profile.point(n).unit for n in counters}
+                units = {n: counter_units[n] for n in counters}
                 body = {"values": counters, "units": units}
                 items.append((result.ts, RecordKind.ENERGY, result.device_id, body))
         items += [self._alarm_item(e) for e in events]
         self.counts["polls"] += 1
         self._append(items)
+
+    def _counter_units(self, profile: DeviceProfile) -> dict[str, str]:
+        """The profile's counter points and their units (computed once per profile)."""
+        units = self._counters.get(id(profile))
+        if units is None:
+            units = {p.name: p.unit for p in profile.points if p.kind is PointKind.COUNTER}
+            self._counters[id(profile)] = units
+        return units
 
     def _window(self, device_id: str, group: str) -> WindowBuffer:
         key = (device_id, group)
@@ -270,6 +305,41 @@ class Agent:
             )
         return items
 
+    def _defer_window(self, window: Window, profile: DeviceProfile) -> None:
+        """Queue a closed window's features and score: windows close on a wall-time grid,
+        so all devices' windows close together; they are worked off one per
+        ``WINDOW_SPACING_S`` so that polls keep flowing in between."""
+        self._closed_windows.append((window, profile))
+        if self._window_handle is None:
+            loop = self._loop
+            if loop is None or loop.is_closed():
+                self._work_windows(len(self._closed_windows))
+            else:
+                self._window_handle = loop.call_later(WINDOW_SPACING_S, self._next_window)
+
+    def _next_window(self) -> None:
+        self._window_handle = None
+        waiting = len(self._closed_windows)
+        # Keep up when more windows close than the spacing allows.
+        self._work_windows(max(1, waiting // MAX_WINDOW_BACKLOG))
+        if self._closed_windows and self._loop is not None and not self._loop.is_closed():
+            self._window_handle = self._loop.call_later(WINDOW_SPACING_S, self._next_window)
+
+    def _work_windows(self, n: int) -> None:
+        """Features, score and score alarms of the first ``n`` queued windows."""
+        for _ in range(min(n, len(self._closed_windows))):
+            window, profile = self._closed_windows.popleft()
+            events: list[AlarmEvent] = []
+            items = self._window_records(window, profile, events)
+            items += [self._alarm_item(e) for e in events]
+            self._append(items)
+
+    def _drain_windows(self) -> None:
+        if self._window_handle is not None:
+            self._window_handle.cancel()
+            self._window_handle = None
+        self._work_windows(len(self._closed_windows))
+
     def _alarm_item(self, e: AlarmEvent) -> Item:
         self.counts[f"alarms_{e.state}"] += 1
         body = {
@@ -282,16 +352,52 @@ class Agent:
         return (e.ts, RecordKind.ALARM, e.device_id, body)
 
     def _append(self, items: list[Item]) -> None:
+        """Queue ``items`` for the next group commit (at most ``commit_interval_s`` away)."""
+        if not items:
+            return
+        self._pending += items
+        if len(self._pending) >= MAX_PENDING_ITEMS or self.commit_interval_s <= 0:
+            self.flush()
+        elif self._flush_handle is None:
+            loop = self._loop
+            if loop is None or loop.is_closed():
+                self.flush()
+            else:
+                self._flush_handle = loop.call_later(self.commit_interval_s, self.flush)
+
+    def flush(self) -> None:
+        """Commit the records waiting in memory in one transaction, then wake the forwarder."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        items, self._pending = self._pending, []
         if not items:
             return
         try:
-            seqs = self.store.append(items)
+            seqs = self._commit(items)
         except (ProtocolError, EdgeWatchError) as exc:
             self.counts["append_errors"] += 1
             log.error("cannot buffer %d records: %s", len(items), exc)
             return
         self.counts["records"] += len(seqs)
         self.forwarder.notify()
+
+    def _commit(self, items: list[Item]) -> list[int]:
+        try:
+            return self.store.append(items)
+        except ProtocolError:
+            if len(items) == 1:
+                raise
+        # One invalid record must not take the other polls' records with it: store the
+        # group one record at a time and leave out only the invalid ones.
+        seqs: list[int] = []
+        for item in items:
+            try:
+                seqs += self.store.append([item])
+            except ProtocolError as exc:
+                self.counts["append_errors"] += 1
+                log.error("cannot buffer a %s record: %s", item[1], exc)
+        return seqs
 
     # -- timed work ---------------------------------------------------------------------------
     def _housekeeping(self) -> None:
@@ -308,7 +414,8 @@ class Agent:
             self.counts["last_health"] = int(now)
             items.append((now, RecordKind.HEALTH, None, self.health()))
             self._write_status()
-        self._append(items)
+        self._pending += items
+        self.flush()
 
     def health(self) -> dict[str, Any]:
         """What ``status`` shows and the ``health`` record carries."""

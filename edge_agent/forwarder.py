@@ -313,6 +313,10 @@ class Forwarder:
     def _send_live(self) -> None:
         s = self._settings
         while self._lane_inflight("live")[0] < self._max_live:
+            if self._live_cursor >= self._store.last_seq():
+                # Nothing appended since the last look: no need to ask the buffer.
+                self._live_waiting_since = None
+                return
             records = self._store.pending(s.max_records, s.max_bytes, after_seq=self._live_cursor)
             if not records:
                 self._live_waiting_since = None

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from edge_agent.errors import CodecError
 from edge_agent.profiles import DeviceProfile, Point, Table
-from edge_agent.registers import PointValue, decode_point
+from edge_agent.registers import PointDecoder, PointValue, decode_point, point_decoder
 
 MAX_REGISTERS = 125
 """Registers one read request may ask for (function codes 3 and 4)."""
@@ -48,6 +48,17 @@ class ReadBlock:
     address: int
     count: int
     points: tuple[Point, ...]
+    slices: tuple[tuple[str, int, int, PointDecoder], ...] = field(
+        init=False, repr=False, compare=False
+    )
+    """Per point: name, first and end offset in the block, decoder (set at creation)."""
+
+    def __post_init__(self) -> None:
+        slices = []
+        for p in self.points:
+            lo = p.address - self.address
+            slices.append((p.name, lo, lo + p.count, point_decoder(p)))
+        object.__setattr__(self, "slices", tuple(slices))
 
     @property
     def end(self) -> int:
@@ -169,11 +180,15 @@ def decode_block(block: ReadBlock, words: Sequence[int]) -> dict[str, PointValue
             block.points[0].name,
             f"block {block.table.value} {block.address}+{block.count} got {len(words)} words",
         )
-    out: dict[str, PointValue] = {}
-    for p in block.points:
-        lo = p.address - block.address
-        out[p.name] = decode_point(p, words[lo : lo + p.count])
-    return out
+    if words and (min(words) < 0 or max(words) > 0xFFFF):
+        # Not 16-bit words: let decode_point say which point and why.
+        out: dict[str, PointValue] = {}
+        for p in block.points:
+            lo = p.address - block.address
+            out[p.name] = decode_point(p, words[lo : lo + p.count])
+        return out
+    # The length check above guarantees every point its own count of words.
+    return {name: decode(words[lo:hi]) for name, lo, hi, decode in block.slices}
 
 
 @dataclass

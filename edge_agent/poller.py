@@ -259,6 +259,16 @@ class _Job:
     """Set while a "poll now" brought the job forward: the slot it had on its grid."""
     _plan: list[ReadBlock] | None = None
     _plan_version: int = -1
+    _unreadable: list[Point] | None = None
+    _unreadable_version: int = -1
+
+    def unreadable(self) -> list[Point]:
+        """The job's points the device refuses (cached per refusal version)."""
+        r = self.device.refusals
+        if self._unreadable is None or self._unreadable_version != r.version:
+            self._unreadable = unreadable_points(self.points, r.refused) if r.refused else []
+            self._unreadable_version = r.version
+        return self._unreadable
 
     def plan(self) -> list[ReadBlock]:
         r = self.device.refusals
@@ -492,7 +502,7 @@ class Poller:
         answered = silent = link_down = False
         rtt = 0.0
         first_error: TransportError | None = None
-        for p in unreadable_points(job.points, dev.refusals.refused):
+        for p in job.unreadable():
             errors[p.name] = "refused (exception 0x02)"
         blocks = job.plan()
         for i, block in enumerate(blocks):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -116,6 +116,56 @@ def decode_point(point: Point, words: Sequence[int]) -> PointValue:
         value: Number = raw if _is_exact(point) else raw * point.scale + point.offset
         return PointValue(value=value, raw=raw, bits=bits, label=label)
     return PointValue(value=raw * point.scale + point.offset, raw=raw)
+
+
+PointDecoder = Callable[[Sequence[int]], PointValue]
+
+
+def point_decoder(point: Point) -> PointDecoder:
+    """:func:`decode_point` for ``point`` with its per-point work done once: the returned
+    function takes exactly ``point.count`` 16-bit words (the caller guarantees it; no
+    checks are made) and returns what :func:`decode_point` would."""
+    t = point.type
+    if t is DataType.BOOL:
+
+        def decode_bool(words: Sequence[int]) -> PointValue:
+            raw = bool(words[0])
+            return PointValue(value=raw, raw=raw)
+
+        return decode_bool
+    if t is DataType.STRING:
+
+        def decode_string(words: Sequence[int]) -> PointValue:
+            raw = decode_raw(point, words)
+            return PointValue(value=raw, raw=raw)
+
+        return decode_string
+    n = point.count
+    pack = struct.Struct(("<" if point.byte_order == "little" else ">") + f"{n}H").pack
+    reverse = point.word_order != "big"
+    scale, offset = point.scale, point.offset
+    if t.is_float:
+        unpack = struct.Struct(_FLOAT_FORMAT[t]).unpack
+
+        def decode_float(words: Sequence[int]) -> PointValue:
+            data = pack(*(reversed(words) if reverse else words))
+            raw = float(unpack(data)[0])
+            return PointValue(value=raw * scale + offset, raw=raw)
+
+        return decode_float
+    signed = t in _SIGNED
+    exact = _is_exact(point)
+    bits = tuple((point.bits or {}).items())
+    enum = point.enum or {}
+    from_bytes = int.from_bytes
+
+    def decode_int(words: Sequence[int]) -> PointValue:
+        raw = from_bytes(pack(*(reversed(words) if reverse else words)), "big", signed=signed)
+        flags = {name: bool((raw >> b) & 1) for name, b in bits} if bits else {}
+        value: Number = raw if exact else raw * scale + offset
+        return PointValue(value=value, raw=raw, bits=flags, label=enum.get(raw))
+
+    return decode_int
 
 
 def encode_point(point: Point, value: Value, *, saturate: bool = False) -> list[int]:

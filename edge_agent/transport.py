@@ -38,7 +38,13 @@ from pymodbus.exceptions import ModbusException as PymodbusError
 from pymodbus.framer import FramerType
 
 from edge_agent.config import RtuBus, RtuOverTcpBus, TcpBus
-from edge_agent.errors import DeviceTimeout, FrameError, LinkError, ModbusException
+from edge_agent.errors import (
+    DeviceTimeout,
+    FrameError,
+    LinkError,
+    ModbusException,
+    TransportError,
+)
 from edge_agent.profiles import Table
 
 log = logging.getLogger(__name__)
@@ -233,54 +239,64 @@ class ModbusLink:
     async def _read(
         self, client: Any, unit_id: int, table: Table, address: int, count: int
     ) -> list[int]:
-        what = f"{self.name} unit {unit_id} {table.value} {address}+{count}"
+        def what() -> str:  # built only for an error: this is the hot path
+            return f"{self.name} unit {unit_id} {table.value} {address}+{count}"
+
         method = getattr(client, _METHOD[table])
         try:
-            rr = await asyncio.wait_for(
-                method(address, count=count, device_id=unit_id),
-                timeout=self.timeout_s + _GUARD_S,
-            )
-        except ConnectionException as exc:
+            async with asyncio.timeout(self.timeout_s + _GUARD_S):
+                rr = await method(address, count=count, device_id=unit_id)
+        except (
+            ConnectionException,
+            ModbusIOException,
+            TimeoutError,
+            PymodbusError,
+            OSError,
+        ) as exc:
+            raise self._translate(exc, what()) from None
+        return _words(rr, what, unit_id, table, count)
+
+    def _translate(self, exc: BaseException, what: str) -> TransportError:
+        """A pymodbus or socket error as the agent's own (and the link dropped where it is gone)."""
+        if isinstance(exc, ConnectionException):
             self._drop()
-            raise LinkError(f"{what}: {exc}") from None
-        except (ModbusIOException, TimeoutError) as exc:
+            return LinkError(f"{what}: {exc}")
+        if isinstance(exc, (ModbusIOException, TimeoutError)):
             lost = not self.connected
             if lost:
                 self._drop()
             if self._received:
                 # pymodbus's TCP transport closes the connection when a frame does not
                 # decode: still the device's answer that was bad, not the link.
-                raise FrameError(f"{what}: {self._received} bytes but no usable answer") from None
+                return FrameError(f"{what}: {self._received} bytes but no usable answer")
             if lost:
-                raise LinkError(f"{what}: connection lost") from None
-            raise DeviceTimeout(f"{what}: no answer in {self.timeout_s} s ({exc})") from None
-        except PymodbusError as exc:
-            raise FrameError(f"{what}: {exc}") from None
-        except OSError as exc:
-            self._drop()
-            raise LinkError(f"{what}: {exc}") from None
-        return _words(rr, what, unit_id, table, count)
+                return LinkError(f"{what}: connection lost")
+            return DeviceTimeout(f"{what}: no answer in {self.timeout_s} s ({exc})")
+        if isinstance(exc, PymodbusError):
+            return FrameError(f"{what}: {exc}")
+        self._drop()
+        return LinkError(f"{what}: {exc}")
 
 
-def _words(rr: Any, what: str, unit_id: int, table: Table, count: int) -> list[int]:
+def _words(rr: Any, what: Callable[[], str], unit_id: int, table: Table, count: int) -> list[int]:
     """The registers (bits as 0/1) of a response, after checking it answers the request."""
     if rr is None:
-        raise FrameError(f"{what}: no response object")
+        raise FrameError(f"{what()}: no response object")
     if rr.isError():
         code = int(getattr(rr, "exception_code", 0))
         if code:
-            raise ModbusException(code, what)
-        raise FrameError(f"{what}: error response {rr}")
+            raise ModbusException(code, what())
+        raise FrameError(f"{what()}: error response {rr}")
     if rr.function_code != _FUNCTION[table]:
-        raise FrameError(f"{what}: answer has function code {rr.function_code}")
+        raise FrameError(f"{what()}: answer has function code {rr.function_code}")
     if rr.dev_id not in (unit_id, 0):
-        raise FrameError(f"{what}: answer from unit {rr.dev_id}")
+        raise FrameError(f"{what()}: answer from unit {rr.dev_id}")
     if table.is_bit_table:
         bits = list(rr.bits)
         if len(bits) < count or len(bits) > 8 * math.ceil(count / 8):
-            raise FrameError(f"{what}: answer holds {len(bits)} bits")
+            raise FrameError(f"{what()}: answer holds {len(bits)} bits")
         return [1 if b else 0 for b in bits[:count]]
     regs = list(rr.registers)
     if len(regs) != count:
-        raise FrameError(f"{what}: answer holds {len(regs)} registers")
+        raise FrameError(f"{what()}: answer holds {len(regs)} registers")
     return regs

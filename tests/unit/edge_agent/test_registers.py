@@ -10,12 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge_agent.errors import CodecError
-from edge_agent.profiles import DataType, Point, Table
+from edge_agent.profiles import DataType, Point, Table, builtin_profiles
 from edge_agent.registers import (
     decode_point,
     encode_point,
     integer_range,
     pack_bits,
+    point_decoder,
     quantize,
 )
 
@@ -259,3 +260,34 @@ def test_bool_points_are_single_bits() -> None:
     assert encode_point(p, True) == [1]
     assert decode_point(p, [1]).value is True
     assert decode_point(p, [0]).value is False
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return type(a) is type(b) and a == b
+
+
+@pytest.mark.parametrize("profile_id", ["ew-cc100", "ew-fc200"])
+@given(data=st.data())
+def test_point_decoder_agrees_with_decode_point(profile_id: str, data: st.DataObject) -> None:
+    for p in builtin_profiles()[profile_id].points:
+        top = 1 if p.type is DataType.BOOL else 0xFFFF
+        words = data.draw(st.lists(st.integers(0, top), min_size=p.count, max_size=p.count))
+        want, got = decode_point(p, words), point_decoder(p)(words)
+        assert _same(got.value, want.value) and _same(got.raw, want.raw), p.name
+        assert (got.bits, got.label) == (want.bits, want.label), p.name
+
+
+@pytest.mark.parametrize("dtype", ["int16", "uint16", "int32", "uint32", "int64", "uint64",
+                                   "float32", "float64"])
+@pytest.mark.parametrize(("byte_order", "word_order"), ORDERS)
+@given(data=st.data())
+def test_point_decoder_agrees_for_every_order(
+    dtype: str, byte_order: str, word_order: str, data: st.DataObject
+) -> None:
+    p = point(dtype, byte_order, word_order, scale=0.5, offset=-3.0)
+    n = DataType(dtype).words
+    words = data.draw(st.lists(st.integers(0, 0xFFFF), min_size=n, max_size=n))
+    want, got = decode_point(p, words), point_decoder(p)(words)
+    assert _same(got.value, want.value) and _same(got.raw, want.raw)
