@@ -5,7 +5,7 @@ Runs every part as its own process on loopback, so that the agent's CPU is measu
 - the simulator (``edgewatch-sim serve``, speed 1) serving a generated fleet of
   compressors (ew-cc100, 27 points) and fans (ew-fc200, 17 points) behind ``--gateways``
   Modbus TCP endpoints;
-- a private Mosquitto and the stand-in cloud (``tests/integration/agent_cloud_stub.py``:
+- a private Mosquitto and the stand-in cloud (``tests/support/cloud_stub.py``:
   decodes every batch, appends ``gateway seq ts arrival`` per record to a file, acks);
 - the agent (``edgewatch-agent run --config ...``) polling every point of every device in
   one poll group (so every poll makes an ``energy`` record), computing features at every
@@ -72,7 +72,7 @@ PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 def _load_stub() -> ModuleType:
-    path = ROOT / "tests" / "integration" / "agent_cloud_stub.py"
+    path = ROOT / "tests" / "support" / "cloud_stub.py"
     spec = importlib.util.spec_from_file_location("agent_cloud_stub", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

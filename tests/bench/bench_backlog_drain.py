@@ -2,7 +2,7 @@
 
 Buffers ``--backlog`` records while the uplink is down (the "outage"), then starts the
 MQTT uplink and the forwarder against a private Mosquitto and an acking stand-in ingest
-(``tests/integration/agent_cloud_stub.py``, its own process). Measures the drain rate
+(``tests/support/cloud_stub.py``, its own process). Measures the drain rate
 (records acked per second until the buffer holds no backlog) and the latency of live
 records appended during the drain (append to stored-at-the-ingest: p50/p99/max; the goal
 is < 2 s). Prints the figures and writes ``tests/bench/results/backlog_drain.json``.
@@ -37,7 +37,7 @@ GW = "gw-bench-1"
 
 
 def _load_stub() -> ModuleType:
-    path = Path(__file__).parents[1] / "integration" / "agent_cloud_stub.py"
+    path = Path(__file__).parents[1] / "support" / "cloud_stub.py"
     spec = importlib.util.spec_from_file_location("agent_cloud_stub", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

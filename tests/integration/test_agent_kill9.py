@@ -5,7 +5,6 @@ the buffer, none missing."""
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import signal
 import subprocess
@@ -14,11 +13,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
+from support import cloud_stub as stub
 
 from edge_agent.config import BufferSettings
 from edge_agent.store import RecordStore
@@ -31,19 +30,6 @@ pytestmark = pytest.mark.integration
 
 GATEWAYS, PER_GATEWAY = 4, 10
 TARGET = 10_000
-
-
-def _load_stub() -> ModuleType:
-    path = Path(__file__).with_name("agent_cloud_stub.py")
-    spec = importlib.util.spec_from_file_location("agent_cloud_stub", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("agent_cloud_stub", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-stub = _load_stub()
 
 
 def fleet() -> dict[str, Any]:

@@ -1,10 +1,9 @@
 """One conformance suite for every uplink: MQTT (private Mosquitto) and HTTPS (a local
 server that acks like the cloud will). Both peers are real processes: the stand-in
-ingest in ``agent_cloud_stub.py`` decodes with :mod:`edge_agent.protocol` and acks."""
+ingest in ``tests/support/cloud_stub.py`` decodes with :mod:`edge_agent.protocol` and acks."""
 
 from __future__ import annotations
 
-import importlib.util
 import queue
 import subprocess
 import sys
@@ -14,12 +13,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from support import cloud_stub as stub
 
 from edge_agent.config import BatchSettings, BufferSettings, HttpsSettings, MqttSettings
 from edge_agent.errors import UplinkError
@@ -41,19 +40,6 @@ pytestmark = pytest.mark.integration
 
 GW = "gw-test-1"
 WAIT_S = 20.0
-
-
-def _load_stub() -> ModuleType:
-    path = Path(__file__).with_name("agent_cloud_stub.py")
-    spec = importlib.util.spec_from_file_location("agent_cloud_stub", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("agent_cloud_stub", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-stub = _load_stub()
 
 
 def wait_for(predicate: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:

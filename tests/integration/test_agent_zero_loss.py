@@ -7,7 +7,6 @@ restarted again and again. Duplicates on the wire are allowed; the set at the en
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import subprocess
 import sys
@@ -15,10 +14,10 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from support import cloud_stub as stub
 
 pytestmark = pytest.mark.integration
 
@@ -26,18 +25,6 @@ GW = "gw-zero-loss"
 N = 10_000
 RATE = 500.0  # records/s: 10,000 records take about 20 s of producing
 
-
-def _load_stub() -> ModuleType:
-    path = Path(__file__).with_name("agent_cloud_stub.py")
-    spec = importlib.util.spec_from_file_location("agent_cloud_stub", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("agent_cloud_stub", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-stub = _load_stub()
 
 PRODUCER = textwrap.dedent(
     """

@@ -6,8 +6,8 @@ Run as a script, it is the ingest: it receives batches (MQTT shared subscription
 each record by appending ``gateway seq ts arrival`` to ``--out`` (flushed), and only then
 acks what it stored. A separate process, like the real ingest, with its own GIL.
 
-    python tests/integration/agent_cloud_stub.py mqtt --host 127.0.0.1 --port 1883 --out f
-    python tests/integration/agent_cloud_stub.py http --port 8080 --out f [--token-file t]
+    python tests/support/cloud_stub.py mqtt --host 127.0.0.1 --port 1883 --out f
+    python tests/support/cloud_stub.py http --port 8080 --out f [--token-file t]
 
 It writes ``<out>.ready`` once it can receive. Imported, it offers :class:`Broker` (a
 private mosquitto that tests can kill and restart on the same port) and :class:`Cloud`
