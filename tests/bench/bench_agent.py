@@ -33,7 +33,6 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
-import importlib.util
 import json
 import os
 import platform
@@ -72,13 +71,11 @@ PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 def _load_stub() -> ModuleType:
-    path = ROOT / "tests" / "support" / "cloud_stub.py"
-    spec = importlib.util.spec_from_file_location("agent_cloud_stub", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["agent_cloud_stub"] = module
-    spec.loader.exec_module(module)
-    return module
+    """The stand-in cloud (``tests/support/cloud_stub.py``), as the tests import it."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from support import cloud_stub  # type: ignore[import-not-found]
+
+    return cloud_stub  # type: ignore[no-any-return]
 
 
 # ---- /proc -----------------------------------------------------------------------------------
