@@ -163,6 +163,10 @@ class Endpoint:
         self.stats = EndpointStats()
         self._decoder = DecodePDU(is_server=True)
         self._internal_errors = 0
+        self._init_transport()
+
+    def _init_transport(self) -> None:
+        """The transport's own state (framer, sockets); called at the end of ``__init__``."""
 
     # -- life cycle, implemented by the transports ---------------------------------------
     async def start(self) -> None:

@@ -24,15 +24,13 @@ import logging
 import os
 import time
 import tty
-from collections.abc import Callable
 
 from pymodbus.framer import FramerRTU
 from pymodbus.pdu import DecodePDU
 
 from firmware_sim.errors import ServeError
-from firmware_sim.modbus.endpoint import Answer, Endpoint, EndpointConfig
+from firmware_sim.modbus.endpoint import Answer, Endpoint
 from firmware_sim.modbus.faults import FaultKind
-from firmware_sim.source import SignalSource
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +47,8 @@ def char_time(baudrate: int, parity: str, stopbits: int) -> float:
 class RtuEndpoint(Endpoint):
     transport = "rtu"
 
-    def __init__(
-        self,
-        config: EndpointConfig,
-        source: SignalSource,
-        *,
-        seed: int = 0,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        super().__init__(config, source, seed=seed, monotonic=monotonic)
+    def _init_transport(self) -> None:
+        config = self.config
         self._framer = FramerRTU(DecodePDU(is_server=True))
         self.char_s = char_time(config.baudrate, config.parity, config.stopbits)
         self.byte_timing = config.byte_timing

@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Callable
 
 from pymodbus.framer import FramerSocket
 from pymodbus.pdu import DecodePDU
@@ -25,11 +23,9 @@ from firmware_sim.modbus.endpoint import (
     GATEWAY_TARGET_NO_RESPONSE,
     Answer,
     Endpoint,
-    EndpointConfig,
     exception_pdu,
 )
 from firmware_sim.modbus.faults import FaultKind
-from firmware_sim.source import SignalSource
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +35,8 @@ _MAX_ADU = 260
 class TcpEndpoint(Endpoint):
     transport = "tcp"
 
-    def __init__(
-        self,
-        config: EndpointConfig,
-        source: SignalSource,
-        *,
-        seed: int = 0,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        super().__init__(config, source, seed=seed, monotonic=monotonic)
+    def _init_transport(self) -> None:
+        config = self.config
         self._framer = FramerSocket(DecodePDU(is_server=True))
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
