@@ -14,7 +14,7 @@ Manifest (``manifest.json``; the signer writes it with :func:`canonical_json`, t
 verifies the bytes as they are, never a re-serialisation)::
 
     {"manifest_version": 1, "model_id": "cc-zscore", "version": 3,
-     "asset_type": "compressor", "feature_set_version": 1,
+     "asset_type": "compressor", "feature_set_version": 2,
      "feature_names": ["discharge_temp__mean", "vibration_rms__root_mean_square", ...],
      "window_s": 300, "threshold": 4.2, "fill_values": [71.3, 1.8, ...],
      "file": "cc-zscore.v3.onnx", "sha256": "<hex of the ONNX file>",
@@ -79,7 +79,11 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from edge_agent.config import ModelSettings
 from edge_agent.errors import ConfigError, ModelError, UpdateRefused
-from edge_agent.features import FEATURE_SET_VERSION, check_feature_names
+from edge_agent.features import (
+    COMPATIBLE_FEATURE_SETS,
+    FEATURE_SET_VERSION,
+    check_feature_names,
+)
 
 log = logging.getLogger(__name__)
 
@@ -663,11 +667,12 @@ def _check_hash(manifest: ModelManifest, onnx_bytes: bytes) -> None:
 
 
 def _check_features(manifest: ModelManifest) -> None:
-    if manifest.feature_set_version != FEATURE_SET_VERSION:
+    if manifest.feature_set_version not in COMPATIBLE_FEATURE_SETS:
         raise UpdateRefused(
             "incompatible",
             f"{manifest.model_id} v{manifest.version} needs feature set "
-            f"{manifest.feature_set_version}; this agent computes {FEATURE_SET_VERSION}",
+            f"{manifest.feature_set_version}; this agent computes {FEATURE_SET_VERSION} "
+            f"(and runs models of sets {sorted(COMPATIBLE_FEATURE_SETS)})",
         )
     try:
         check_feature_names(manifest.feature_names)

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from onnx import TensorProto, helper, numpy_helper
 
+from edge_agent.features import FEATURE_SET_VERSION
 from edge_agent.models import (
     MANIFEST_FILE,
     SIGNATURE_FILE,
@@ -112,7 +113,7 @@ class Publisher:
             "model_id": "cc-zscore",
             "version": version,
             "asset_type": asset_type,
-            "feature_set_version": 1,
+            "feature_set_version": FEATURE_SET_VERSION,
             "feature_names": FEATURES,
             "window_s": 300,
             "threshold": threshold,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cmath
 import itertools
 import math
 
@@ -54,12 +55,46 @@ HAND = {
     "count_above_mean": 2.0,
     "count_below_mean": 4.0,
     "trend_per_s": 34 / 42 / 2,
+    # deviations d: Σ d_k·d_{k+1} = 3 + 1 + 1 + 0 + 0 + 0 + 8 = 13; σ² = 4
+    "autocorrelation__lag_1": 13 / (7 * 4),
 }
+
+
+def _dft_amplitudes(x: list[float]) -> list[float]:
+    """|X_j| for j = 0 .. n//2, by the DFT's definition (no FFT)."""
+    n = len(x)
+    return [
+        abs(sum(v * cmath.exp(-2j * math.pi * j * k / n) for k, v in enumerate(x)))
+        for j in range(n // 2 + 1)
+    ]
+
+
+def _spectral_by_definition(x: list[float]) -> dict[str, float]:
+    a = _dft_amplitudes(x)
+    mu = [sum(j**p * aj for j, aj in enumerate(a)) / sum(a) for p in range(5)]
+    var = mu[2] - mu[1] ** 2
+    skew = (mu[3] - 3 * mu[1] * var - mu[1] ** 3) / var**1.5
+    kurt = (mu[4] - 4 * mu[1] * mu[3] + 6 * mu[2] * mu[1] ** 2 - 3 * mu[1]) / var**2
+    mean = sum(x) / len(x)
+    power = [p**2 for p in _dft_amplitudes([v - mean for v in x])[1:]]  # M = n//2 bins
+    m = len(power)
+    bands = [sum(p for j, p in enumerate(power) if 4 * j // m == k) for k in range(4)]
+    return {
+        'fft_aggregated__aggtype_"centroid"': mu[1],
+        'fft_aggregated__aggtype_"variance"': var,
+        'fft_aggregated__aggtype_"skew"': skew if var >= 0.5 else NAN,
+        'fft_aggregated__aggtype_"kurtosis"': kurt if var >= 0.5 else NAN,
+        **{f"band_energy__b_{k}": b / sum(power) for k, b in enumerate(bands)},
+    }
+
+
+# n = 8: bins 0..4; band k of the mean-removed power is bin k + 1 alone.
+HAND.update(_spectral_by_definition(X))
 
 
 def test_every_signal_feature_has_a_hand_computed_value() -> None:
     assert set(HAND) == set(SIGNAL_FEATURES)
-    assert FEATURE_SET_VERSION == 1
+    assert FEATURE_SET_VERSION == 2
     assert tuple(f"quantile__q_{q}" for q in QUANTILES) == tuple(
         f for f in SIGNAL_FEATURES if f.startswith("quantile")
     )

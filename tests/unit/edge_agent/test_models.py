@@ -170,7 +170,10 @@ def test_a_model_for_another_feature_set_is_incompatible(store: ModelStore, publ
     with pytest.raises(UpdateRefused) as info:
         store.install_update(*publisher.update(3, feature_set_version=99).args())
     assert info.value.reason == "incompatible"
-    bad_names = publisher.update(3, feature_names=["discharge_temp__fourier", "a__mean", "b", "c"])
+    # a model of feature set 1 (whose features set 2 computes unchanged) still installs
+    assert store.install_update(*publisher.update(4, feature_set_version=1).args()) is not None
+    assert store.model_for("compressor").manifest.feature_set_version == 1
+    bad_names = publisher.update(5, feature_names=["discharge_temp__fourier", "a__mean", "b", "c"])
     with pytest.raises(UpdateRefused, match="discharge_temp__fourier") as info:
         store.install_update(*bad_names.args())
     assert info.value.reason == "incompatible"
