@@ -54,9 +54,7 @@ def validate_document(
     model: type[M], data: Any, source: str, error: type[ConfigError], schema_version: int
 ) -> M:
     """Check the top level and ``schema_version``, then validate ``data`` as ``model``."""
-    if not isinstance(data, dict):
-        got = type(data).__name__
-        raise error(source, "", f"expected a mapping at the top level, got {got}")
+    _check_mapping(data, source, error)
     version = data.get("schema_version")
     if version != schema_version:
         raise error(
@@ -65,9 +63,21 @@ def validate_document(
             f"expected {schema_version}, got {version!r}; this EdgeWatch reads schema "
             f"version {schema_version}",
         )
+    return validate_mapping(model, data, source, error)
+
+
+def validate_mapping(model: type[M], data: Any, source: str, error: type[ConfigError]) -> M:
+    """Validate a mapping as ``model``; the first problem raises ``error`` with its key path."""
+    _check_mapping(data, source, error)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         why = str(err["msg"]).removeprefix("Value error, ")
         raise error(source, key_path(tuple(err["loc"]), data), why) from None
+
+
+def _check_mapping(data: Any, source: str, error: type[ConfigError]) -> None:
+    if not isinstance(data, dict):
+        got = type(data).__name__
+        raise error(source, "", f"expected a mapping at the top level, got {got}")

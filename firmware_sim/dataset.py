@@ -4,7 +4,11 @@ Layout of the output folder::
 
     dataset.yaml              what the models read (files, columns, split, labels)
     data/<site>/<device>.csv  one continuous recording per device:
-                              time, asset_id, asset_type, then the numeric signals
+                              time, asset_id, asset_type, the numeric points, then the
+                              labels: anomaly (1 while a fault's effect is at least
+                              faults.ANOMALY_SEVERITY of its effect at failure, until
+                              its repair, tripped time included) and fault (the type of
+                              the fault present, from its onset; empty when healthy)
     failures.csv              asset_id, timestamp, fault_type
     events.csv                asset_id, timestamp, kind (maintenance | error), code
     ground_truth.jsonl        every onset, failure and maintenance (firmware_sim.groundtruth)
@@ -52,6 +56,8 @@ F64 = npt.NDArray[np.float64]
 
 #: Devices simulated together (a fixed property of the fleet order, not of the machine).
 GROUP_SIZE = 50
+#: Per-row ground truth columns after the points.
+LABEL_COLUMNS = ("anomaly", "fault")
 #: Share of the period used for training in the split written to dataset.yaml.
 TRAIN_SHARE = 0.7
 
@@ -123,7 +129,13 @@ def _write_group(
     rows = 0
     try:
         for f, dev in zip(files, devices, strict=True):
-            header = ["time", "asset_id", "asset_type", *_columns(profiles[dev.id])]
+            header = [
+                "time",
+                "asset_id",
+                "asset_type",
+                *_columns(profiles[dev.id]),
+                *LABEL_COLUMNS,
+            ]
             f.write((",".join(header) + "\n").encode("ascii"))
         for t, out in iter_chunks(fleet, devices, plans, steps, step_s):
             n = t.size
@@ -143,6 +155,9 @@ def _write_group(
                     else:
                         q = quantize_array(p, out[p.name][:, i])
                         cols[p.name] = pa.array(q.astype(np.int64) if q.dtype == bool else q)
+                fault = plans[i].active_fault(t)
+                cols["anomaly"] = pa.array(plans[i].anomalous(t).astype(np.int64))
+                cols["fault"] = pa.array(fault)
                 table = pa.table(cols)
                 pacsv.write_csv(table, files[i], options)
             rows += n * len(devices)
@@ -314,6 +329,7 @@ def _write_manifest(
         "asset": {"column": "asset_id"},
         "asset_type": {"column": "asset_type"},
         "signals": signals,
+        "labels": {"anomaly": "anomaly"},
         "split": {"train_until": iso(split.replace(microsecond=0))},
         "failures": "failures.csv",
         "events": "events.csv",

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 F64 = npt.NDArray[np.float64]
 
 SEVERITY_EXPONENT = 2.5
+#: A fault is labelled anomalous (dataset mode's ``anomaly`` column) from when its effect
+#: reaches this share of its effect at failure (40 % of the way from onset to failure).
+ANOMALY_SEVERITY = 0.1
 #: How far ahead random onsets are drawn (the horizon of any simulation).
 RANDOM_HORIZON = timedelta(days=366 * 20)
 
@@ -108,6 +111,23 @@ class DevicePlan:
             x = np.clip((t - ep.onset) / (ep.failure - ep.onset), 0.0, 1.0) ** SEVERITY_EXPONENT
             live = (t >= ep.onset) & (t < ep.end)
             out[ep.fault_type] = np.maximum(out[ep.fault_type], np.where(live, x, 0.0))
+        return out
+
+    def active_fault(self, t: F64) -> npt.NDArray[np.str_]:
+        """The fault present at ``t`` (from onset until repaired, tripped time included),
+        the latest-onset one where faults overlap; "" when healthy."""
+        out = np.full(t.shape, "", dtype=object)
+        for ep in sorted(self.episodes, key=lambda e: e.onset):
+            live = (t >= ep.onset) & (t < ep.end)
+            out[live] = ep.fault_type.value
+        return out.astype(str)
+
+    def anomalous(self, t: F64) -> npt.NDArray[np.bool_]:
+        """Whether a fault's effect is at least :data:`ANOMALY_SEVERITY` at ``t`` (until its
+        repair; tripped time included)."""
+        out = np.zeros(t.shape, dtype=bool)
+        for sev in self.severity(t).values():
+            out |= sev >= ANOMALY_SEVERITY
         return out
 
     def tripped(self, t: F64) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]:

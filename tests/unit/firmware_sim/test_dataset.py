@@ -91,13 +91,13 @@ def test_one_csv_per_device(dataset: tuple[Fleet, Path]) -> None:
         header, body = rows[0], rows[1:]
         dev = path.stem
         numeric = [p.name for p in profiles[dev].points if p.name != "serial_number"]
-        assert header == ["time", "asset_id", "asset_type", *numeric]
+        assert header == ["time", "asset_id", "asset_type", *numeric, "anomaly", "fault"]
         assert len(body) == 3 * 1440
         assert body[0][0] == "2026-06-01T00:00:00Z" and body[1][0] == "2026-06-01T00:01:00Z"
         assert body[-1][0] == "2026-06-03T23:59:00Z"
         assert {r[1] for r in body} == {dev}
         for r in body[:50]:
-            for v in r[3:]:
+            for v in r[3:-1]:
                 float(v)
         run_state = header.index("run_state")
         assert {r[run_state] for r in body} <= {"0", "1", "2"}
@@ -143,6 +143,14 @@ def test_labels_match_ground_truth(dataset: tuple[Fleet, Path]) -> None:
         rows = list(csv.DictReader(f))
     assert [r["run_state"] for r in rows[1440 : 1440 + 18 * 60]] == ["2"] * (18 * 60)
     assert rows[1440]["alarm_code"] == "12" and rows[1440 + 18 * 60]["alarm_code"] == "0"
+    # Per-row labels: the fault is present from its onset (before the recording starts)
+    # until the repair, tripped time included; healthy after.
+    repaired = 1440 + 18 * 60
+    assert {(r["anomaly"], r["fault"]) for r in rows[:repaired]} == {("1", "refrigerant_leak")}
+    assert {(r["anomaly"], r["fault"]) for r in rows[repaired:]} == {("0", "")}
+    healthy = next(p for p in out.glob("data/**/*.csv") if p.stem != "cc-mad-02")
+    with healthy.open() as f:
+        assert {(r["anomaly"], r["fault"]) for r in csv.DictReader(f)} == {("0", "")}
 
 
 def test_same_seed_same_bytes_any_workers(dataset: tuple[Fleet, Path], tmp_path: Path) -> None:

@@ -286,3 +286,16 @@ def test_random_faults_come_from_their_own_stream() -> None:
     assert again.events == plan.events
     other = plan_device(fleet_of(dev, seed=12), fleet_of(dev, seed=12).devices()[0])
     assert other.events != plan.events
+
+
+def test_anomaly_label_from_a_tenth_of_the_effect_until_repair() -> None:
+    spec = [{"type": "bearing_wear", "onset": "2026-06-02T00:00:00Z", "days_to_failure": 10}]
+    fleet = fleet_of(_device("compressor", "split_ac", spec))
+    (dev,) = fleet.devices()
+    plan = plan_device(fleet, dev)
+    onset = plan.episodes[0].onset
+    days = np.array([-1.0, 0.0, 3.9, 4.1, 9.9, 10.5, 11.5]) * 86400.0 + onset
+    # severity (x)^2.5 reaches 0.1 at x = 0.1^0.4 = 0.398 of the 10 days; the repair of a
+    # random failure comes later, a scheduled one is repaired by the fleet's maintenance
+    assert plan.anomalous(days).tolist()[:6] == [False, False, False, True, True, True]
+    assert plan.active_fault(days).tolist()[:2] == ["", "bearing_wear"]

@@ -1,0 +1,306 @@
+"""``edgewatch-models``: fit, score and evaluate EdgeWatch's models on any dataset.
+
+    edgewatch-models fit --task anomaly --dataset DIR --out MODEL_DIR
+    edgewatch-models score --model MODEL_DIR --dataset DIR --out scores.csv
+    edgewatch-models evaluate --model MODEL_DIR --dataset DIR --out metrics.json
+
+A dataset is a folder with ``dataset.yaml`` (see :mod:`models.dataset`). ``fit`` writes one
+model folder per asset type plus the model card; ``score`` writes one row per input row
+(file, timestamp, asset, score, decision, top_signal), causally; ``evaluate`` scores the
+test part of the split and writes the metrics (and adds them to the model card).
+
+Logging goes to stderr (``-v`` INFO). Exit codes: 0 done, 2 bad arguments or a bad
+dataset/model (the message names the file, where and why), 3 the data cannot give a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import re
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from edge_agent.errors import ConfigError
+from models.errors import ArtifactError, ModelsError, TrainingError
+
+PROG = "edgewatch-models"
+log = logging.getLogger("models.cli")
+
+
+def _duration_h(text: str) -> float:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([hd]?)\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 72h or 3d")
+    value = float(m.group(1))
+    return value * 24 if m.group(2) == "d" else value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def _rate(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    fit = sub.add_parser("fit", help="train models from a dataset")
+    fit.add_argument("--task", choices=("anomaly", "risk"), required=True)
+    fit.add_argument("--dataset", type=Path, required=True)
+    fit.add_argument("--out", type=Path, required=True, help="model folder to write")
+    fit.add_argument("--horizon", type=_duration_h, default=72.0, help="risk: e.g. 72h")
+    fit.add_argument("--window-rows", type=_positive_int, default=24)
+    fit.add_argument("--hop-rows", type=_positive_int, default=None)
+    fit.add_argument("--kind", choices=("spe", "pca", "zscore"), default="spe")
+    fit.add_argument("--baseline", choices=("asset", "fleet"), default="asset")
+    fit.add_argument("--target-far", type=_rate, default=0.01)
+    fit.add_argument("--version", type=_positive_int, default=1)
+    fit.add_argument("--key", type=Path, help="Ed25519 private key (PEM) to sign manifests")
+    fit.add_argument("--no-progress", action="store_true")
+
+    score = sub.add_parser("score", help="score every row of a dataset")
+    score.add_argument("--model", type=Path, required=True)
+    score.add_argument("--dataset", type=Path, required=True)
+    score.add_argument("--out", type=Path, required=True)
+    score.add_argument("--no-progress", action="store_true")
+
+    ev = sub.add_parser("evaluate", help="metrics on the test part of a dataset")
+    ev.add_argument("--model", type=Path, required=True)
+    ev.add_argument("--dataset", type=Path, required=True)
+    ev.add_argument("--out", type=Path, required=True)
+    ev.add_argument("--no-progress", action="store_true")
+    return p
+
+
+class _Files:
+    """A progress bar over a dataset's files, advanced as recordings of new files arrive."""
+
+    def __init__(self, total: int, disable: bool) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="file", disable=disable, file=sys.stderr)
+        self.last = ""
+
+    def __call__(self, rec: Any) -> None:
+        if rec.file != self.last:
+            self.last = rec.file
+            self.bar.update(1)
+
+    def __enter__(self) -> _Files:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from models.card import now_iso, write_card
+    from models.dataset import Dataset
+    from models.export import load_private_key, write_detector
+    from models.pipeline import fit_anomaly
+
+    if args.task == "risk":
+        raise TrainingError("--task risk is not available yet: only anomaly models can be fitted")
+    key = load_private_key(args.key) if args.key else None
+    ds = Dataset(args.dataset)
+    with _Files(len(ds.files), args.no_progress) as bar:
+        result = fit_anomaly(
+            ds,
+            window_rows=args.window_rows,
+            hop_rows=args.hop_rows,
+            kind=args.kind,
+            baseline=args.baseline,
+            target_far=args.target_far,
+            progress=bar,
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    models = []
+    for det in result.detectors:
+        folder = write_detector(det, args.out, result.windows, version=args.version, key=key)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        models.append(
+            {
+                "asset_type": det.asset_type,
+                "folder": folder.name,
+                "model_id": manifest["model_id"],
+                "version": manifest["version"],
+                "kind": det.kind,
+                "baseline": det.baseline_mode,
+                "window_rows": result.windows.size,
+                "hop_rows": result.windows.hop,
+                "window_s": result.windows.window_s,
+                "threshold": det.threshold,
+                "target_far": det.target_far,
+                "assets": result.assets[det.asset_type],
+                "features": det.feature_names,
+                "screened": result.screened.get(det.asset_type, {}),
+                "fit": det.info,
+                "signed": key is not None,
+            }
+        )
+        print(
+            f"{det.asset_type}: {manifest['model_id']} v{manifest['version']}, "
+            f"{len(det.feature_names)} features, threshold {det.threshold:.4g} -> {folder}"
+        )
+    write_card(
+        args.out,
+        {
+            "task": "anomaly",
+            "created": now_iso(),
+            "dataset": _dataset_info(ds, result.recordings, result.rows),
+            "settings": {
+                "window_rows": args.window_rows,
+                "hop_rows": result.windows.hop,
+                "kind": args.kind,
+                "baseline": args.baseline,
+                "target_far": args.target_far,
+            },
+            "models": models,
+        },
+    )
+    for r in ds.reports:
+        for problem in r.problems():
+            print(f"note: {problem}", file=sys.stderr)
+    return 0
+
+
+def _dataset_info(ds: Any, recordings: int, rows: int) -> dict[str, Any]:
+    return {
+        "name": ds.name,
+        "folder": str(ds.folder),
+        "sha256": ds.digest,
+        "recordings": recordings,
+        "rows": rows,
+        "split": ds.spec.split.model_dump(mode="json", exclude_none=True),
+    }
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from models.dataset import Dataset
+    from models.export import load_detectors
+    from models.pipeline import score_recordings
+
+    detectors = load_detectors(args.model)
+    ds = Dataset(args.dataset)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    with (
+        args.out.open("w", newline="", encoding="utf-8") as f,
+        _Files(len(ds.files), args.no_progress) as bar,
+    ):
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["file", "timestamp", "asset", "score", "decision", "top_signal"])
+        for rs in score_recordings(ds, detectors, progress=bar):
+            rec = rs.rec
+            for i in range(rec.rows):
+                ts = datetime.fromtimestamp(float(rec.t[i]), UTC).isoformat().replace("+00:00", "Z")
+                s = rs.score[i]
+                w.writerow(
+                    [
+                        rec.file,
+                        ts,
+                        rec.asset_id,
+                        "" if s != s else f"{s:.6g}",
+                        int(rs.decision[i]),
+                        rs.top_signal[i],
+                    ]
+                )
+            rows += rec.rows
+    print(f"{rows} rows scored -> {args.out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from models.card import add_evaluation, now_iso
+    from models.dataset import Dataset
+    from models.export import load_detectors
+    from models.metrics import AnomalyReport
+    from models.pipeline import score_recordings
+
+    detectors = load_detectors(args.model)
+    ds = Dataset(args.dataset)
+    if ds.spec.labels is None:
+        raise ArtifactError(
+            f"{args.dataset}: the dataset has no labels (labels: {{anomaly: COLUMN}}); "
+            "anomaly models are evaluated against per-row labels"
+        )
+    report = AnomalyReport()
+    with _Files(len(ds.files), args.no_progress) as bar:
+        for rs in score_recordings(ds, detectors, progress=bar):
+            rec = rs.rec
+            test = ~rec.train
+            assert rec.label is not None  # noqa: S101 - labels checked above
+            report.add(
+                f"{rec.file}#{rec.asset_id}" if ds.spec.asset else rec.file,
+                rec.t[test],
+                rec.label[test],
+                rs.decision[test],
+            )
+    metrics = report.summary()
+    doc = {
+        "task": "anomaly",
+        "at": now_iso(),
+        "model": str(args.model),
+        "dataset": ds.name,
+        "dataset_sha256": ds.digest,
+        "part": "test",
+        "metrics": metrics,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    add_evaluation(args.model, {k: v for k, v in doc.items() if k != "model"})
+    c = report.confusion.summary()
+    print(
+        f"TP {c['tp']} FP {c['fp']} TN {c['tn']} FN {c['fn']}  F1 {_f(c['f1'])}  "
+        f"false-alarm rate {_f(c['false_alarm_rate'])}  missed {_f(c['missed_alarm_rate'])}"
+        f" -> {args.out}"
+    )
+    return 0
+
+
+def _f(v: object) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else "—"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    commands = {"fit": cmd_fit, "score": cmd_score, "evaluate": cmd_evaluate}
+    try:
+        return commands[args.command](args)
+    except TrainingError as exc:
+        print(f"{PROG}: cannot fit: {exc}", file=sys.stderr)
+        return 3
+    except (ConfigError, ModelsError) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

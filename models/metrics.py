@@ -1,0 +1,177 @@
+"""Evaluation metrics: pure functions over decisions, labels, alerts and failures.
+
+Anomaly (per-row labels; rows whose label is unknown are left out):
+
+- confusion counts pooled over all rows of all files: TP, FP, TN, FN;
+- F1 = TP / (TP + (FP + FN) / 2); false-alarm rate FP / (FP + TN); missed-alarm rate
+  FN / (FN + TP); precision and recall;
+- detection delay per labelled anomaly segment (a run of label-1 rows): seconds from the
+  segment's first row to the first row inside it with a positive decision; a segment with
+  none is missed.
+
+Risk (alerts and failures per asset, times in epoch seconds):
+
+- recall@H: share of failures with an alert in the H hours before them; lead time: hours
+  from the earliest alert within those H hours to the failure;
+- precision@H: share of alerts followed by a failure of the same asset within H;
+- false alerts per 100 asset-months: alerts not followed by a failure within H, per
+  100 × 30-day months of observed asset time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+F64 = npt.NDArray[np.float64]
+B = npt.NDArray[np.bool_]
+
+
+@dataclass
+class Confusion:
+    tp: int = 0
+    fp: int = 0
+    tn: int = 0
+    fn: int = 0
+
+    def add(self, decision: B, label: F64) -> None:
+        known = np.isfinite(label)
+        d = decision[known]
+        y = label[known] > 0
+        self.tp += int(np.count_nonzero(d & y))
+        self.fp += int(np.count_nonzero(d & ~y))
+        self.tn += int(np.count_nonzero(~d & ~y))
+        self.fn += int(np.count_nonzero(~d & y))
+
+    def summary(self) -> dict[str, float | int | None]:
+        def ratio(a: float, b: float) -> float | None:
+            return a / b if b else None
+
+        return {
+            **asdict(self),
+            "f1": ratio(self.tp, self.tp + (self.fp + self.fn) / 2),
+            "precision": ratio(self.tp, self.tp + self.fp),
+            "recall": ratio(self.tp, self.tp + self.fn),
+            "false_alarm_rate": ratio(self.fp, self.fp + self.tn),
+            "missed_alarm_rate": ratio(self.fn, self.fn + self.tp),
+        }
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float
+    end: float
+    """Time of the segment's last row."""
+    delay_s: float | None
+    """None: missed."""
+
+
+def segments(t: F64, label: F64) -> list[tuple[int, int]]:
+    """(first, last) row of every run of label-1 rows."""
+    y = np.nan_to_num(label, nan=0.0) > 0
+    if not y.any():
+        return []
+    edges = np.diff(np.concatenate([[0], y.astype(np.int8), [0]]))
+    starts = np.flatnonzero(edges == 1)
+    ends = np.flatnonzero(edges == -1) - 1
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))
+
+
+def detection_delays(t: F64, label: F64, decision: B) -> list[Segment]:
+    out = []
+    for a, b in segments(t, label):
+        hits = np.flatnonzero(decision[a : b + 1])
+        delay = float(t[a + hits[0]] - t[a]) if hits.size else None
+        out.append(Segment(float(t[a]), float(t[b]), delay))
+    return out
+
+
+@dataclass
+class AnomalyReport:
+    confusion: Confusion = field(default_factory=Confusion)
+    segments: list[Segment] = field(default_factory=list)
+    per_file: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
+
+    def add(self, name: str, t: F64, label: F64, decision: B) -> None:
+        self.confusion.add(decision, label)
+        own = Confusion()
+        own.add(decision, label)
+        segs = detection_delays(t, label, decision)
+        self.segments.extend(segs)
+        self.per_file[name] = {**own.summary(), **_segment_summary(segs)}
+
+    def summary(self) -> dict[str, object]:
+        return {
+            **self.confusion.summary(),
+            **_segment_summary(self.segments),
+            "per_file": self.per_file,
+        }
+
+
+def _segment_summary(segs: Sequence[Segment]) -> dict[str, float | int | None]:
+    delays = [s.delay_s for s in segs if s.delay_s is not None]
+    return {
+        "segments": len(segs),
+        "segments_detected": len(delays),
+        "median_delay_s": float(np.median(delays)) if delays else None,
+        "max_delay_s": float(max(delays)) if delays else None,
+    }
+
+
+# -- risk ---------------------------------------------------------------------------------
+HORIZONS_H = (24, 48, 72)
+MONTH_S = 30 * 86400.0
+
+
+def risk_metrics(
+    alerts: Mapping[str, Sequence[float]],
+    failures: Mapping[str, Sequence[float]],
+    observed_s: Mapping[str, float],
+    horizons_h: Sequence[int] = HORIZONS_H,
+) -> dict[str, object]:
+    """Event metrics of alert times against failure times, per asset."""
+    out: dict[str, object] = {}
+    n_fail = sum(len(v) for v in failures.values())
+    n_alert = sum(len(v) for v in alerts.values())
+    months = sum(observed_s.values()) / MONTH_S
+    for h in horizons_h:
+        hs = h * 3600.0
+        warned, leads = 0, []
+        for asset, fails in failures.items():
+            a = np.sort(np.asarray(alerts.get(asset, ()), dtype=np.float64))
+            for f in fails:
+                inside = a[(a < f) & (a >= f - hs)]
+                if inside.size:
+                    warned += 1
+                    leads.append((f - float(inside[0])) / 3600.0)
+        good = 0
+        for asset, times in alerts.items():
+            fs = np.asarray(failures.get(asset, ()), dtype=np.float64)
+            for t in times:
+                if np.any((fs > t) & (fs <= t + hs)):
+                    good += 1
+        out[f"recall@{h}h"] = warned / n_fail if n_fail else None
+        out[f"precision@{h}h"] = good / n_alert if n_alert else None
+        out[f"median_lead_h@{h}h"] = float(np.median(leads)) if leads else None
+        out[f"false_alerts_per_100_asset_months@{h}h"] = (
+            100.0 * (n_alert - good) / months if months else None
+        )
+    out["failures"] = n_fail
+    out["alerts"] = n_alert
+    out["asset_months"] = months
+    return out
+
+
+def pr_auc(scores: F64, labels: B) -> float | None:
+    """Area under the precision-recall curve (average precision), None with one class."""
+    y = labels.astype(bool)
+    if y.all() or not y.any():
+        return None
+    order = np.argsort(-scores, kind="stable")
+    y = y[order]
+    tp = np.cumsum(y)
+    precision = tp / np.arange(1, y.size + 1)
+    return float(np.sum(precision[y]) / y.sum())

@@ -1,0 +1,235 @@
+"""Fit, score and evaluate anomaly detectors on a dataset, one recording at a time.
+
+- :func:`fit_anomaly`: candidate features of every recording's windows, healthy training
+  windows kept (:func:`models.anomaly.healthy_mask`), unsupervised feature screening
+  (:func:`screen_features`), one detector per asset type (:func:`models.anomaly.fit_detector`).
+- :func:`score_recordings`: every row of every recording scored causally by its asset
+  type's detector (the ONNX graph, as the gateway runs it).
+- :func:`evaluate_anomaly`: the test part of the split against the per-row labels
+  (:mod:`models.metrics`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from edge_agent.features import signal_of
+from models import anomaly
+from models.anomaly import AssetWindows, FittedDetector, asset_baseline, healthy_mask
+from models.dataset import Dataset, Recording
+from models.errors import DatasetError, TrainingError
+from models.export import LoadedDetector, WindowSpec
+from models.featurize import (
+    candidate_features,
+    median_interval,
+    row_index,
+    typical_interval,
+    window_table,
+)
+
+log = logging.getLogger(__name__)
+
+F64 = npt.NDArray[np.float64]
+Progress = Callable[[Recording], None]
+
+MAX_NAN_SHARE = 0.5
+"""A candidate missing in more than this share of healthy windows is screened out."""
+MAX_ABS_CORR = 0.98
+"""Of two candidates more correlated than this (in z), the later one is screened out."""
+
+
+@dataclass
+class WindowedRecording:
+    """A recording's windows with what fitting and evaluation need to know about them."""
+
+    rec: Recording
+    names: list[str]
+    x: F64
+    ends: npt.NDArray[np.int64]
+    healthy_train: npt.NDArray[np.bool_]
+
+
+def windowed(
+    ds: Dataset, rec: Recording, names: Sequence[str], size: int, hop: int
+) -> WindowedRecording:
+    """Features over the recording's windows, and which windows are healthy training ones."""
+    table = window_table(rec, names, size, hop)
+    starts = rec.t[np.maximum(table.ends - size + 1, 0)]
+    label_max = None
+    if rec.label is not None:
+        lab = np.nan_to_num(rec.label, nan=0.0)
+        # max over each window's rows: a running max over the trailing `size` rows
+        csum = np.concatenate([[0.0], np.cumsum(lab)])
+        label_max = csum[table.ends + 1] - csum[np.maximum(table.ends + 1 - size, 0)]
+    failures = [f.time for f in ds.failures_of(rec.asset_id)]
+    repairs = [e.time for e in ds.events_of(rec.asset_id) if e.kind == "maintenance"]
+    ok = healthy_mask(table.t_end, starts, label_max, rec.train[table.ends], failures, repairs)
+    return WindowedRecording(rec, list(names), table.x, table.ends, ok)
+
+
+@dataclass
+class FitResult:
+    detectors: list[FittedDetector]
+    windows: WindowSpec
+    screened: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Asset type -> candidate -> why it was screened out."""
+    assets: dict[str, int] = field(default_factory=dict)
+    """Asset type -> assets trained on."""
+    recordings: int = 0
+    rows: int = 0
+
+
+def screen_features(
+    names: Sequence[str], per_asset: Sequence[F64], mode: str
+) -> tuple[list[str], dict[str, str]]:
+    """Keep candidates that are present, move, and are not near-copies of another."""
+    pooled = np.vstack(per_asset)
+    why: dict[str, str] = {}
+    nan_share = np.mean(~np.isfinite(pooled), axis=0)
+    keep = []
+    for i, n in enumerate(names):
+        if nan_share[i] > MAX_NAN_SHARE:
+            why[n] = f"missing in {nan_share[i]:.0%} of healthy windows"
+        else:
+            keep.append(i)
+    fleet = anomaly.robust_baseline(pooled)
+    floor = anomaly.typical_asset_scale(per_asset)
+    z = np.vstack([asset_baseline(fleet, mode, x, floor).z(x) for x in per_asset])
+    sd = z.std(axis=0)
+    kept: list[int] = []
+    for i in keep:
+        if sd[i] < 1e-9:
+            why[names[i]] = "constant in the healthy windows"
+            continue
+        twin = None
+        for j in kept:
+            c = np.corrcoef(z[:, i], z[:, j])[0, 1]
+            if abs(c) > MAX_ABS_CORR:
+                twin = j
+                break
+        if twin is not None:
+            why[names[i]] = f"a near-copy of {names[twin]} (|r| > {MAX_ABS_CORR})"
+            continue
+        kept.append(i)
+    return [names[i] for i in kept], why
+
+
+def fit_anomaly(
+    ds: Dataset,
+    *,
+    window_rows: int = 24,
+    hop_rows: int | None = None,
+    kind: anomaly.Kind = "spe",
+    baseline: anomaly.BaselineMode = "asset",
+    target_far: float = 0.01,
+    progress: Progress | None = None,
+) -> FitResult:
+    """One detector per asset type from the dataset's healthy training windows."""
+    hop = hop_rows or max(1, window_rows // 4)
+    by_type: dict[str, list[tuple[str, list[str], npt.NDArray[np.float32]]]] = {}
+    intervals = []
+    result_rows = 0
+    n_rec = 0
+    for rec in ds.recordings():
+        n_rec += 1
+        result_rows += rec.rows
+        intervals.append(median_interval(rec.t))
+        names = candidate_features(rec.asset_type, list(rec.signals))
+        w = windowed(ds, rec, names, window_rows, hop)
+        healthy = w.x[w.healthy_train].astype(np.float32)
+        by_type.setdefault(rec.asset_type, []).append((rec.asset_id, names, healthy))
+        if progress is not None:
+            progress(rec)
+    if not by_type:
+        raise DatasetError(str(ds.folder), "files", "no recordings")
+    interval = typical_interval(intervals)
+    spec = WindowSpec(size=window_rows, hop=hop, interval_s=interval)
+    result = FitResult(detectors=[], windows=spec, recordings=n_rec, rows=result_rows)
+    for asset_type, parts in sorted(by_type.items()):
+        union: dict[str, None] = {}
+        for _, names, _ in parts:
+            union.update(dict.fromkeys(names))
+        all_names = list(union)
+        aligned = []
+        for asset_id, names, x in parts:
+            col = {n: i for i, n in enumerate(names)}
+            full = np.full((x.shape[0], len(all_names)), np.nan)
+            for j, n in enumerate(all_names):
+                if n in col:
+                    full[:, j] = x[:, col[n]]
+            aligned.append((asset_id, full))
+        usable = [(a, x) for a, x in aligned if x.shape[0] > 0]
+        if not usable:
+            raise TrainingError(f"asset type {asset_type}: no healthy training windows")
+        kept, why = screen_features(all_names, [x for _, x in usable], baseline)
+        if not kept:
+            raise TrainingError(f"asset type {asset_type}: every candidate feature screened out")
+        idx = [all_names.index(n) for n in kept]
+        assets = [AssetWindows(a, x[:, idx], np.ones(x.shape[0], dtype=bool)) for a, x in usable]
+        det = anomaly.fit_detector(
+            asset_type, kept, assets, kind=kind, baseline=baseline, target_far=target_far
+        )
+        result.detectors.append(det)
+        result.screened[asset_type] = why
+        result.assets[asset_type] = len(usable)
+        log.info(
+            "%s: %d features of %d candidates, %d assets, threshold %.3f",
+            asset_type,
+            len(kept),
+            len(all_names),
+            len(usable),
+            det.threshold,
+        )
+    return result
+
+
+@dataclass
+class RowScores:
+    """One recording's rows scored."""
+
+    rec: Recording
+    score: F64
+    """Per row; NaN before the first full window."""
+    decision: npt.NDArray[np.bool_]
+    top_signal: list[str]
+    """Per row, the signal (feature's signal part) with the largest contribution."""
+
+
+def score_recordings(
+    ds: Dataset, detectors: dict[str, LoadedDetector], progress: Progress | None = None
+) -> Iterator[RowScores]:
+    """Every row of every recording, scored causally."""
+    for rec in ds.recordings():
+        det = detectors.get(rec.asset_type)
+        if det is None:
+            raise DatasetError(
+                rec.file,
+                "asset_type",
+                f"no model for asset type {rec.asset_type!r} (the model has {sorted(detectors)})",
+            )
+        yield score_recording(ds, rec, det)
+        if progress is not None:
+            progress(rec)
+
+
+def score_recording(ds: Dataset, rec: Recording, det: LoadedDetector) -> RowScores:
+    names = det.feature_names
+    w = windowed(ds, rec, names, det.windows.size, det.windows.hop)
+    base = asset_baseline(det.fleet, det.baseline_mode, w.x[w.healthy_train], det.scale_floor)
+    raw = det.fleet.to_raw(base.z(w.x))
+    scores, contrib = det.run(raw)
+    idx = row_index(rec.rows, w.ends)
+    has = idx >= 0
+    score = np.full(rec.rows, np.nan)
+    score[has] = scores[idx[has]]
+    decision = np.zeros(rec.rows, dtype=bool)
+    decision[has] = scores[idx[has]] > det.threshold
+    signals = [signal_of(n) for n in names]
+    top_w = [signals[int(i)] for i in np.argmax(contrib, axis=1)] if contrib.size else []
+    top = ["" if i < 0 else top_w[i] for i in idx]
+    return RowScores(rec, score, decision, top)

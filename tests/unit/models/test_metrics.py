@@ -1,0 +1,90 @@
+"""Evaluation metrics, table-tested against hand-counted cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.metrics import AnomalyReport, Confusion, detection_delays, pr_auc, risk_metrics
+
+NAN = float("nan")
+
+
+def test_confusion_pools_rows_and_leaves_unknown_labels_out() -> None:
+    c = Confusion()
+    c.add(np.array([1, 1, 0, 0, 1], bool), np.array([1, 0, 0, 1, NAN]))
+    c.add(np.array([0, 1], bool), np.array([0.0, 1.0]))
+    assert (c.tp, c.fp, c.tn, c.fn) == (2, 1, 2, 1)
+    s = c.summary()
+    assert s["f1"] == pytest.approx(2 / (2 + (1 + 1) / 2))
+    assert s["false_alarm_rate"] == pytest.approx(1 / 3)
+    assert s["missed_alarm_rate"] == pytest.approx(1 / 3)
+
+
+def test_ratios_without_a_denominator_are_none() -> None:
+    c = Confusion()
+    c.add(np.zeros(3, bool), np.zeros(3))
+    s = c.summary()
+    assert s["f1"] is None and s["missed_alarm_rate"] is None and s["false_alarm_rate"] == 0
+
+
+def test_detection_delay_per_segment() -> None:
+    t = np.arange(10) * 60.0
+    label = np.array([0, 1, 1, 1, 0, 0, 1, 1, 0, 0], float)
+    decision = np.array([1, 0, 0, 1, 1, 0, 0, 0, 0, 1], bool)
+    segs = detection_delays(t, label, decision)
+    assert [(s.start, s.end, s.delay_s) for s in segs] == [(60, 180, 120), (360, 420, None)]
+    r = AnomalyReport()
+    r.add("f", t, label, decision)
+    summary = r.summary()
+    assert summary["segments"] == 2 and summary["segments_detected"] == 1
+    assert summary["median_delay_s"] == 120
+
+
+H = 3600.0
+
+
+@pytest.mark.parametrize(
+    ("alerts", "failures", "expect"),
+    [
+        # warned 80 h before: counts at 72 h? no (outside); at 24 h no; lead only within H
+        ({"a": [0.0]}, {"a": [80 * H]}, {"recall@72h": 0.0, "precision@72h": 0.0}),
+        (
+            {"a": [10 * H, 70 * H]},
+            {"a": [80 * H]},
+            {
+                "recall@24h": 1.0,
+                "recall@72h": 1.0,
+                "median_lead_h@72h": 70.0,
+                "precision@24h": 0.5,
+                "precision@72h": 1.0,
+            },
+        ),
+        (
+            {"a": [10 * H], "b": [5 * H]},
+            {"a": [20 * H]},
+            {"recall@24h": 1.0, "precision@24h": 0.5, "failures": 1, "alerts": 2},
+        ),
+        ({}, {"a": [H]}, {"recall@72h": 0.0, "precision@72h": None}),
+    ],
+)
+def test_risk_event_metrics(
+    alerts: dict[str, list[float]], failures: dict[str, list[float]], expect: dict[str, object]
+) -> None:
+    observed = {"a": 30 * 86400.0, "b": 30 * 86400.0}
+    m = risk_metrics(alerts, failures, observed)
+    for k, v in expect.items():
+        assert m[k] == (pytest.approx(v) if isinstance(v, float) else v), k
+
+
+def test_false_alerts_per_100_asset_months() -> None:
+    m = risk_metrics({"a": [0.0, H]}, {"a": []}, {"a": 30 * 86400.0, "b": 30 * 86400.0})
+    assert m["false_alerts_per_100_asset_months@72h"] == pytest.approx(100.0 * 2 / 2)
+
+
+def test_pr_auc() -> None:
+    assert pr_auc(np.array([0.9, 0.8, 0.1]), np.array([1, 1, 0], bool)) == 1.0
+    assert pr_auc(np.array([0.9, 0.8, 0.1]), np.array([0, 1, 1], bool)) == pytest.approx(
+        (1 / 2 + 2 / 3) / 2
+    )
+    assert pr_auc(np.array([0.1]), np.array([1], bool)) is None
