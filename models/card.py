@@ -89,8 +89,14 @@ def render_markdown(card: dict[str, Any]) -> str:
             lines.append("")
     for ev in card.get("evaluations", []):
         lines += [f"## Evaluation {ev.get('at')} on `{ev.get('dataset')}` ({ev.get('part')})", ""]
-        for k, v in ev.get("metrics", {}).items():
-            if not isinstance(v, dict):
-                lines.append(f"- {k}: {_fmt(v)}")
+        for section, values in ev.get("metrics", {}).items():
+            lines.append(f"### {section}")
+            lines.append("")
+            for k, v in values.items():
+                if not isinstance(v, dict):
+                    lines.append(f"- {k}: {_fmt(v)}")
+            for ftype, v in values.get("per_fault_type", {}).items():
+                lines.append(f"- {ftype}: " + ", ".join(f"{a} {_fmt(b)}" for a, b in v.items()))
+            lines.append("")
         lines.append("")
     return "\n".join(lines) + "\n"

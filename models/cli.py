@@ -121,8 +121,6 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from models.export import load_private_key, write_detector
     from models.pipeline import fit_anomaly
 
-    if args.task == "risk":
-        raise TrainingError("--task risk is not available yet: only anomaly models can be fitted")
     key = load_private_key(args.key) if args.key else None
     ds = Dataset(args.dataset)
     with _Files(len(ds.files), args.no_progress) as bar:
@@ -164,10 +162,36 @@ def cmd_fit(args: argparse.Namespace) -> int:
             f"{det.asset_type}: {manifest['model_id']} v{manifest['version']}, "
             f"{len(det.feature_names)} features, threshold {det.threshold:.4g} -> {folder}"
         )
+    risk_models = {}
+    if args.task == "risk":
+        from models.export import load_detectors
+        from models.pipeline import fit_risk_models
+        from models.risk import write_risk
+
+        detectors = load_detectors(args.out)
+        with _Files(len(ds.files), args.no_progress) as bar:
+            risk_models = fit_risk_models(ds, detectors, args.horizon, progress=bar)
+        for asset_type, rm in risk_models.items():
+            where = write_risk(rm, detectors[asset_type].folder)
+            info = rm.info
+            print(
+                f"{asset_type}: risk within {rm.horizon_h:g} h, threshold {rm.threshold:.2f} "
+                f"(training: precision {info['train_precision']:.2f}, recall "
+                f"{info['train_recall']:.2f}), fault types {rm.fault_types} -> {where}"
+            )
+            for m in models:
+                if m["asset_type"] == asset_type:
+                    m["risk"] = {
+                        "horizon_h": rm.horizon_h,
+                        "threshold": rm.threshold,
+                        "fault_types": rm.fault_types,
+                        "features": rm.feature_names,
+                        "fit": rm.info,
+                    }
     write_card(
         args.out,
         {
-            "task": "anomaly",
+            "task": args.task,
             "created": now_iso(),
             "dataset": _dataset_info(ds, result.recordings, result.rows),
             "settings": {
@@ -176,6 +200,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
                 "kind": args.kind,
                 "baseline": args.baseline,
                 "target_far": args.target_far,
+                **({"horizon_h": args.horizon} if args.task == "risk" else {}),
             },
             "models": models,
         },
@@ -237,30 +262,47 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from models.dataset import Dataset
     from models.export import load_detectors
     from models.metrics import AnomalyReport
-    from models.pipeline import score_recordings
+    from models.pipeline import RiskReport, risk_table, score_recording
+    from models.risk import load_risk
 
     detectors = load_detectors(args.model)
+    risks = {a: load_risk(d.folder) for a, d in detectors.items()}
     ds = Dataset(args.dataset)
-    if ds.spec.labels is None:
+    has_risk = any(r is not None for r in risks.values())
+    if ds.spec.labels is None and not (has_risk and ds.spec.failures):
         raise ArtifactError(
-            f"{args.dataset}: the dataset has no labels (labels: {{anomaly: COLUMN}}); "
-            "anomaly models are evaluated against per-row labels"
+            f"{args.dataset}: nothing to evaluate against: the dataset has no per-row labels "
+            "(labels: {anomaly: COLUMN}) for anomaly models"
+            + ("" if not has_risk else " and no failures (failures: FILE) for risk models")
         )
     report = AnomalyReport()
+    risk_report = RiskReport()
     with _Files(len(ds.files), args.no_progress) as bar:
-        for rs in score_recordings(ds, detectors, progress=bar):
-            rec = rs.rec
-            test = ~rec.train
-            assert rec.label is not None  # noqa: S101 - labels checked above
-            report.add(
-                f"{rec.file}#{rec.asset_id}" if ds.spec.asset else rec.file,
-                rec.t[test],
-                rec.label[test],
-                rs.decision[test],
-            )
-    metrics = report.summary()
+        for rec in ds.recordings():
+            det = detectors.get(rec.asset_type)
+            if det is None:
+                raise ArtifactError(
+                    f"{rec.file}: no model for asset type {rec.asset_type!r} in {args.model}"
+                )
+            if rec.label is not None:
+                rs = score_recording(ds, rec, det)
+                test = ~rec.train
+                report.add(
+                    f"{rec.file}#{rec.asset_id}" if ds.spec.asset else rec.file,
+                    rec.t[test],
+                    rec.label[test],
+                    rs.decision[test],
+                )
+            rm = risks.get(rec.asset_type)
+            if rm is not None and ds.spec.failures:
+                risk_report.add(risk_table(ds, rec, det), rm)
+            bar(rec)
+    metrics: dict[str, Any] = {}
+    if ds.spec.labels is not None:
+        metrics["anomaly"] = report.summary()
+    if has_risk and ds.spec.failures:
+        metrics["risk"] = risk_report.summary()
     doc = {
-        "task": "anomaly",
         "at": now_iso(),
         "model": str(args.model),
         "dataset": ds.name,
@@ -271,12 +313,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     add_evaluation(args.model, {k: v for k, v in doc.items() if k != "model"})
-    c = report.confusion.summary()
-    print(
-        f"TP {c['tp']} FP {c['fp']} TN {c['tn']} FN {c['fn']}  F1 {_f(c['f1'])}  "
-        f"false-alarm rate {_f(c['false_alarm_rate'])}  missed {_f(c['missed_alarm_rate'])}"
-        f" -> {args.out}"
-    )
+    if "anomaly" in metrics:
+        c = report.confusion.summary()
+        print(
+            f"anomaly: TP {c['tp']} FP {c['fp']} TN {c['tn']} FN {c['fn']}  F1 {_f(c['f1'])}  "
+            f"false-alarm rate {_f(c['false_alarm_rate'])}  missed {_f(c['missed_alarm_rate'])}"
+        )
+    if "risk" in metrics:
+        r = metrics["risk"]
+        print(
+            f"risk: {r['failures']} failures, {r['alerts']} alerts; recall@24h "
+            f"{_f(r['recall@24h'])} @72h {_f(r['recall@72h'])}, precision@72h "
+            f"{_f(r['precision@72h'])}, median lead {_f(r['median_lead_h@72h'])} h, false "
+            f"alerts/100 asset-months {_f(r['false_alerts_per_100_asset_months@72h'])}, "
+            f"PR-AUC {_f(r.get('pr_auc_asset_windows'))}"
+        )
+    print(f"-> {args.out}")
     return 0
 
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from edge_agent.features import signal_of
-from models import anomaly
+from models import anomaly, risk
 from models.anomaly import AssetWindows, FittedDetector, asset_baseline, healthy_mask
 from models.dataset import Dataset, Recording
 from models.errors import DatasetError, TrainingError
@@ -233,3 +234,104 @@ def score_recording(ds: Dataset, rec: Recording, det: LoadedDetector) -> RowScor
     top_w = [signals[int(i)] for i in np.argmax(contrib, axis=1)] if contrib.size else []
     top = ["" if i < 0 else top_w[i] for i in idx]
     return RowScores(rec, score, decision, top)
+
+
+# -- risk ---------------------------------------------------------------------------------
+def risk_table(ds: Dataset, rec: Recording, det: LoadedDetector) -> dict[str, Any]:
+    """The risk model's inputs and labels at each of the recording's window ends."""
+    w = windowed(ds, rec, det.feature_names, det.windows.size, det.windows.hop)
+    base = asset_baseline(det.fleet, det.baseline_mode, w.x[w.healthy_train], det.scale_floor)
+    score, contrib = det.run(det.fleet.to_raw(base.z(w.x)))
+    signals = list(dict.fromkeys(signal_of(n) for n in det.feature_names))
+    col = {s: i for i, s in enumerate(signals)}
+    shares = np.zeros((score.size, len(signals)))
+    for j, n in enumerate(det.feature_names):
+        shares[:, col[signal_of(n)]] += contrib[:, j]
+    t = rec.t[w.ends]
+    x, names = risk.risk_features(t, score, shares, signals)
+    fails = ds.failures_of(rec.asset_id)
+    times = [f.time for f in fails]
+    repairs = [e.time for e in ds.events_of(rec.asset_id) if e.kind == "maintenance"]
+    ttf = risk.time_to_failure(t, times)
+    order = np.argsort(times)
+    kinds = np.asarray([fails[i].fault_type for i in order] + [""], dtype=object)
+    nxt = np.searchsorted(np.sort(np.asarray(times, dtype=np.float64)), t, side="left")
+    return {
+        "asset_id": rec.asset_id,
+        "t": t,
+        "x": x,
+        "names": names,
+        "ttf": ttf,
+        "fault": kinds[nxt],
+        "down": risk.down_mask(t, times, repairs),
+        "train": rec.train[w.ends],
+        "failures": times,
+        "failure_types": [f.fault_type for f in fails],
+    }
+
+
+def fit_risk_models(
+    ds: Dataset,
+    detectors: dict[str, LoadedDetector],
+    horizon_h: float,
+    progress: Progress | None = None,
+) -> dict[str, risk.RiskModel]:
+    tables: dict[str, list[dict[str, Any]]] = {}
+    for rec in ds.recordings():
+        det = detectors.get(rec.asset_type)
+        if det is not None:
+            tables.setdefault(rec.asset_type, []).append(risk_table(ds, rec, det))
+        if progress is not None:
+            progress(rec)
+    return {a: risk.fit_risk(a, horizon_h, rows) for a, rows in sorted(tables.items())}
+
+
+@dataclass
+class RiskReport:
+    """Alerts and failures of the test part, per asset, for :func:`models.metrics`."""
+
+    alerts: dict[str, list[float]] = field(default_factory=dict)
+    failures: dict[str, list[float]] = field(default_factory=dict)
+    failure_types: dict[str, list[str]] = field(default_factory=dict)
+    observed_s: dict[str, float] = field(default_factory=dict)
+    p: list[F64] = field(default_factory=list)
+    y: list[npt.NDArray[np.bool_]] = field(default_factory=list)
+
+    def add(self, table: dict[str, Any], model: risk.LoadedRisk) -> None:
+        test = ~table["train"] & ~table["down"]
+        if not test.any():
+            return
+        t = table["t"][test]
+        _, ph, _ = model.run(table["x"][test])
+        a = table["asset_id"]
+        self.alerts[a] = risk.alert_starts(t, ph > model.threshold).tolist()
+        pairs = [
+            (f, k)
+            for f, k in zip(table["failures"], table["failure_types"], strict=True)
+            if t[0] < f <= t[-1] + 3600 * model.horizon_h
+        ]
+        self.failures[a] = [f for f, _ in pairs]
+        self.failure_types[a] = [k for _, k in pairs]
+        spacing = float(np.median(np.diff(t))) if t.size > 1 else 0.0
+        self.observed_s[a] = spacing * t.size
+        self.p.append(ph)
+        self.y.append(table["ttf"][test] <= 3600 * model.horizon_h)
+
+    def summary(self) -> dict[str, object]:
+        from models.metrics import pr_auc, risk_metrics
+
+        out = risk_metrics(self.alerts, self.failures, self.observed_s)
+        if self.p:
+            out["pr_auc_asset_windows"] = pr_auc(np.concatenate(self.p), np.concatenate(self.y))
+        per_type: dict[str, dict[str, object]] = {}
+        for ftype in sorted({k for ks in self.failure_types.values() for k in ks}):
+            fails = {
+                a: [f for f, k in zip(fs, self.failure_types[a], strict=True) if k == ftype]
+                for a, fs in self.failures.items()
+            }
+            m = risk_metrics(self.alerts, fails, self.observed_s)
+            per_type[ftype] = {
+                k: m[k] for k in ("failures", "recall@24h", "recall@72h", "median_lead_h@72h")
+            }
+        out["per_fault_type"] = per_type
+        return out
