@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--baseline", choices=("asset", "fleet"), default="asset")
     fit.add_argument("--target-far", type=_rate, default=0.01)
     fit.add_argument("--version", type=_positive_int, default=1)
+    fit.add_argument(
+        "--all-rows",
+        action="store_true",
+        help="train on every row, ignoring the dataset's split (a dataset kept for training)",
+    )
     fit.add_argument("--key", type=Path, help="Ed25519 private key (PEM) to sign manifests")
     fit.add_argument("--no-progress", action="store_true")
 
@@ -122,7 +127,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from models.pipeline import fit_anomaly
 
     key = load_private_key(args.key) if args.key else None
-    ds = Dataset(args.dataset)
+    ds = Dataset(args.dataset, all_train=args.all_rows)
     with _Files(len(ds.files), args.no_progress) as bar:
         result = fit_anomaly(
             ds,
@@ -195,6 +200,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             "created": now_iso(),
             "dataset": _dataset_info(ds, result.recordings, result.rows),
             "settings": {
+                "all_rows": args.all_rows,
                 "window_rows": args.window_rows,
                 "hop_rows": result.windows.hop,
                 "kind": args.kind,

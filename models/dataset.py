@@ -269,8 +269,11 @@ def load_spec(folder: Path) -> DatasetSpec:
 class Dataset:
     """An opened dataset: its spec, files, failures and events; recordings on demand."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, all_train: bool = False) -> None:
+        """``all_train``: every row is training data, whatever the split says (to fit on a
+        dataset that is all training, e.g. a simulated fleet kept apart for training)."""
         self.folder = Path(folder)
+        self.all_train = all_train
         self.spec = load_spec(self.folder)
         self.files = self._resolve_files()
         self.failures = self._read_failures()
@@ -428,7 +431,9 @@ class Dataset:
             rows = rows[order]
             n = rows.size
             until = spec.split.until_s
-            if until is not None:
+            if self.all_train:
+                train = np.ones(n, dtype=bool)
+            elif until is not None:
                 train = t[rows] < until
             else:
                 train = np.arange(n) < (spec.split.train_rows or 0)

@@ -304,7 +304,7 @@ class RiskReport:
         t = table["t"][test]
         _, ph, _ = model.run(table["x"][test])
         a = table["asset_id"]
-        self.alerts[a] = risk.alert_starts(t, ph > model.threshold).tolist()
+        self.alerts[a] = risk.alert_times(t, ph, model.threshold).tolist()
         pairs = [
             (f, k)
             for f, k in zip(table["failures"], table["failure_types"], strict=True)

@@ -18,8 +18,9 @@ failure is at most H hours after its end. Windows while the asset is down (from 
 to the next maintenance event, or :data:`DOWN_AFTER_FAILURE_S` without one) are neither
 trained on nor alerted on: the failure has already happened.
 
-An *alert* is raised when P(horizon) rises above the threshold and is cleared when it
-falls below; the threshold is the lowest whose alerts on the training part reach
+An *alert* is raised when P(horizon) rises above the threshold and cleared once it has
+stayed below :data:`CLEAR_RATIO` × the threshold for :data:`CLEAR_AFTER_S`
+(:func:`alert_times`); the threshold is the lowest whose alerts on the training part reach
 :data:`TARGET_PRECISION` (precision over alert events at the horizon), else the one with
 the best precision.
 
@@ -50,6 +51,8 @@ SHORT_H = 24.0
 LONG_H = 72.0
 DOWN_AFTER_FAILURE_S = 7 * 86400.0
 TARGET_PRECISION = 0.9
+CLEAR_RATIO = 0.6
+CLEAR_AFTER_S = 24 * 3600.0
 RISK_DIR = "risk"
 RISK_ONNX = "risk.onnx"
 RISK_JSON = "risk.json"
@@ -147,9 +150,35 @@ class RiskModel:
 
 
 def alert_starts(t: F64, active: B) -> F64:
-    """Times at which alerts are raised: where ``active`` turns on."""
+    """Times at which ``active`` turns on."""
     prev = np.concatenate([[False], active[:-1]])
     return np.asarray(t[active & ~prev], dtype=np.float64)
+
+
+def alert_times(t: F64, p: F64, threshold: float, down: B | None = None) -> F64:
+    """Times at which alerts are raised, with hysteresis: an alert is raised when ``p``
+    rises above ``threshold`` and cleared only after ``p`` stayed below
+    ``threshold × CLEAR_RATIO`` for :data:`CLEAR_AFTER_S`, so a risk hovering around the
+    threshold raises one alert, not one per wobble. No alert while the asset is down."""
+    out: list[float] = []
+    on = False
+    below_since: float | None = None
+    low = threshold * CLEAR_RATIO
+    for i in range(t.size):
+        if down is not None and down[i]:
+            on, below_since = False, None
+            continue
+        if not on:
+            if p[i] > threshold:
+                on, below_since = True, None
+                out.append(float(t[i]))
+        elif p[i] < low:
+            below_since = float(t[i]) if below_since is None else below_since
+            if t[i] - below_since >= CLEAR_AFTER_S:
+                on = False
+        else:
+            below_since = None
+    return np.asarray(out, dtype=np.float64)
 
 
 def choose_threshold(
@@ -161,7 +190,7 @@ def choose_threshold(
     for thr in np.round(np.arange(0.05, 0.99, 0.01), 2):
         good = total = warned = n_fail = 0
         for t, p, fails, down in per_asset:
-            starts = alert_starts(t, (p > thr) & ~down)
+            starts = alert_times(t, p, thr, down)
             fs = np.asarray(fails, dtype=np.float64)
             for s in starts:
                 total += 1

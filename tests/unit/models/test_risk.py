@@ -43,6 +43,16 @@ def test_alerts_start_where_risk_rises_above_the_threshold() -> None:
     assert risk.alert_starts(t, on).tolist() == [1.0, 4.0, 7.0]
 
 
+def test_alerts_have_hysteresis_and_none_while_down() -> None:
+    t = np.arange(12) * 12 * H
+    p = np.array([0.1, 0.9, 0.7, 0.9, 0.3, 0.3, 0.3, 0.9, 0.9, 0.9, 0.9, 0.1])
+    # 0.7 and a single 12-h dip below 0.48 do not clear it; 24 h below does
+    assert risk.alert_times(t, p, 0.8).tolist() == [1 * 12 * H, 7 * 12 * H]
+    down = np.zeros(12, bool)
+    down[7:9] = True  # the asset failed: no alert until it is back
+    assert risk.alert_times(t, p, 0.8, down).tolist() == [1 * 12 * H, 9 * 12 * H]
+
+
 def _fleet(folder: Path, seed: int, assets: int = 6, days: int = 60) -> Path:
     """Pumps sampled hourly; every other pump fails (bearing) on day 25 and day 50 of its
     life after its vibration has grown for 5 days; repaired 12 h later."""
