@@ -3,6 +3,7 @@
     edgewatch-models fit --task anomaly --dataset DIR --out MODEL_DIR
     edgewatch-models score --model MODEL_DIR --dataset DIR --out scores.csv
     edgewatch-models evaluate --model MODEL_DIR --dataset DIR --out metrics.json
+    edgewatch-models sign --model MODEL_DIR --key KEY.pem
 
 A dataset is a folder with ``dataset.yaml`` (see :mod:`models.dataset`). ``fit`` writes one
 model folder per asset type plus the model card; ``score`` writes one row per input row
@@ -90,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--dataset", type=Path, required=True)
     score.add_argument("--out", type=Path, required=True)
     score.add_argument("--no-progress", action="store_true")
+
+    sign = sub.add_parser("sign", help="sign every manifest of a model folder (Ed25519)")
+    sign.add_argument("--model", type=Path, required=True)
+    sign.add_argument("--key", type=Path, required=True, help="Ed25519 private key (PEM)")
 
     ev = sub.add_parser("evaluate", help="metrics on the test part of a dataset")
     ev.add_argument("--model", type=Path, required=True)
@@ -338,6 +343,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sign(args: argparse.Namespace) -> int:
+    from edge_agent.models import MANIFEST_FILE, SIGNATURE_FILE, sign_manifest
+    from models.export import load_detectors, load_private_key
+
+    key = load_private_key(args.key)
+    for det in load_detectors(args.model).values():
+        data = (det.folder / MANIFEST_FILE).read_bytes()
+        signature = sign_manifest(data, key)
+        (det.folder / SIGNATURE_FILE).write_bytes(signature.to_json())
+        print(f"{det.folder / MANIFEST_FILE}: signed with key {signature.key_id}")
+    return 0
+
+
 def _f(v: object) -> str:
     return f"{v:.3f}" if isinstance(v, float) else "—"
 
@@ -349,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    commands = {"fit": cmd_fit, "score": cmd_score, "evaluate": cmd_evaluate}
+    commands = {"fit": cmd_fit, "score": cmd_score, "evaluate": cmd_evaluate, "sign": cmd_sign}
     try:
         return commands[args.command](args)
     except TrainingError as exc:

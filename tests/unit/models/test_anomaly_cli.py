@@ -74,7 +74,9 @@ def test_fit_writes_a_model_folder_the_gateway_loads_and_scores_alike(tmp_path: 
         )
     )
     out = tmp_path / "model"
-    fit(data, out, "--key", str(pem), "--baseline", "fleet")
+    fit(data, out, "--baseline", "fleet")
+    assert not (out / "pump" / "manifest.sig").exists()  # unsigned until signed
+    assert main(["sign", "--model", str(out), "--key", str(pem)]) == 0
     folder = out / "pump"
     assert {p.name for p in folder.iterdir()} >= {"manifest.json", "manifest.sig", "detector.json"}
     card = json.loads((out / "card.json").read_text())
