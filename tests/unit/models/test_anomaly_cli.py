@@ -247,3 +247,29 @@ def test_real_recordings_nab_end_to_end(tmp_path: Path) -> None:
     assert len(m["per_file"]) == 7
     assert m["segments"] == 19  # NAB's labelled windows in these files
     assert m["segments_detected"] >= 5
+
+
+def test_shipped_default_models_load_in_the_agent_and_the_cloud_format() -> None:
+    """models/artifacts: one detector per simulated asset type, small, loadable by the
+    gateway's model store, with a risk graph beside each and a model card."""
+    from edge_agent.profiles import builtin_profiles
+    from models.risk import load_risk
+
+    artifacts = Path(__file__).parents[3] / "models" / "artifacts"
+    store = ModelStore(ModelSettings(dir=artifacts, allow_unsigned=True))
+    assert set(store.models()) == {"compressor", "fan"}
+    assert not store.refused
+    points = {p.asset_type: {pt.name for pt in p.points} for p in builtin_profiles().values()}
+    for asset, model in store.models().items():
+        folder = artifacts / asset
+        assert (folder / model.manifest.file).stat().st_size < 2_000_000
+        from edge_agent.features import signals_of
+
+        needed = {s for n in model.feature_names for s in signals_of(n)}
+        assert needed <= points[asset], needed - points[asset]  # the gateway can read them
+        rm = load_risk(folder)
+        assert rm is not None and rm.horizon_h == 72
+        p24, ph, fault = rm.run(np.zeros((1, len(rm.meta["feature_names"]))))
+        assert 0 <= p24[0] <= 1 and 0 <= ph[0] <= 1 and fault.sum() == pytest.approx(1, abs=1e-5)
+    card = json.loads((artifacts / "card.json").read_text())
+    assert card["task"] == "risk" and card["evaluations"]
