@@ -95,7 +95,7 @@ def render_markdown(card: dict[str, Any]) -> str:
             for k, v in values.items():
                 if not isinstance(v, dict):
                     lines.append(f"- {k}: {_fmt(v)}")
-            for ftype, v in values.get("per_fault_type", {}).items():
+            for ftype, v in (values.get("per_fault_type") or {}).items():
                 lines.append(f"- {ftype}: " + ", ".join(f"{a} {_fmt(b)}" for a, b in v.items()))
             lines.append("")
         lines.append("")

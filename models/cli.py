@@ -303,6 +303,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                     rec.t[test],
                     rec.label[test],
                     rs.decision[test],
+                    [(f.time, f.fault_type) for f in ds.failures_of(rec.asset_id)],
                 )
             rm = risks.get(rec.asset_type)
             if rm is not None and ds.spec.failures:

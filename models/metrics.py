@@ -94,19 +94,40 @@ class AnomalyReport:
     confusion: Confusion = field(default_factory=Confusion)
     segments: list[Segment] = field(default_factory=list)
     per_file: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
+    by_type: dict[str, tuple[list[Segment], Confusion]] = field(default_factory=dict)
+    """Fault type -> its segments and the confusion of their rows (recall only)."""
 
-    def add(self, name: str, t: F64, label: F64, decision: B) -> None:
+    def add(
+        self,
+        name: str,
+        t: F64,
+        label: F64,
+        decision: B,
+        failures: Sequence[tuple[float, str]] = (),
+    ) -> None:
+        """One recording's test rows. ``failures`` (time, fault type) name the fault of each
+        labelled segment: the first failure inside it, or right after it."""
         self.confusion.add(decision, label)
         own = Confusion()
         own.add(decision, label)
         segs = detection_delays(t, label, decision)
         self.segments.extend(segs)
         self.per_file[name] = {**own.summary(), **_segment_summary(segs)}
+        for seg, (a, b) in zip(segs, segments(t, label), strict=True):
+            kind = next((k for f, k in sorted(failures) if f >= seg.start), "unknown")
+            seg_list, conf = self.by_type.setdefault(kind, ([], Confusion()))
+            seg_list.append(seg)
+            conf.add(decision[a : b + 1], label[a : b + 1])
 
     def summary(self) -> dict[str, object]:
+        per_type = {
+            kind: {"rows_recall": conf.summary()["recall"], **_segment_summary(segs)}
+            for kind, (segs, conf) in sorted(self.by_type.items())
+        }
         return {
             **self.confusion.summary(),
             **_segment_summary(self.segments),
+            "per_fault_type": per_type,
             "per_file": self.per_file,
         }
 

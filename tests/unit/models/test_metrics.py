@@ -35,8 +35,14 @@ def test_detection_delay_per_segment() -> None:
     segs = detection_delays(t, label, decision)
     assert [(s.start, s.end, s.delay_s) for s in segs] == [(60, 180, 120), (360, 420, None)]
     r = AnomalyReport()
-    r.add("f", t, label, decision)
+    r.add("f", t, label, decision, failures=[(400.0, "valve_wear"), (150.0, "leak")])
     summary = r.summary()
+    assert summary["per_fault_type"] == {
+        "leak": {"rows_recall": 1 / 3, "segments": 1, "segments_detected": 1,
+                 "median_delay_s": 120, "max_delay_s": 120},
+        "valve_wear": {"rows_recall": 0.0, "segments": 1, "segments_detected": 0,
+                       "median_delay_s": None, "max_delay_s": None},
+    }
     assert summary["segments"] == 2 and summary["segments_detected"] == 1
     assert summary["median_delay_s"] == 120
 
