@@ -164,6 +164,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
                 "assets": result.assets[det.asset_type],
                 "features": det.feature_names,
                 "screened": result.screened.get(det.asset_type, {}),
+                "selection": result.selection.get(det.asset_type, {}),
                 "fit": det.info,
                 "signed": key is not None,
             }

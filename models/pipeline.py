@@ -81,6 +81,8 @@ class FitResult:
     """Asset type -> candidate -> why it was screened out."""
     assets: dict[str, int] = field(default_factory=dict)
     """Asset type -> assets trained on."""
+    selection: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Asset type -> what the relevance test on labelled training windows kept."""
     recordings: int = 0
     rows: int = 0
 
@@ -120,6 +122,72 @@ def screen_features(
     return [names[i] for i in kept], why
 
 
+def _align(x: npt.NDArray[Any], names: Sequence[str], all_names: Sequence[str]) -> F64:
+    col = {n: i for i, n in enumerate(names)}
+    full = np.full((x.shape[0], len(all_names)), np.nan)
+    for j, n in enumerate(all_names):
+        if n in col:
+            full[:, j] = x[:, col[n]]
+    return full
+
+
+MIN_LABELLED = 50
+"""Labelled windows of each class the relevance test needs."""
+
+
+def relevant_features(
+    names: list[str],
+    per_asset: Sequence[tuple[F64, F64 | None]],
+    mode: str,
+    why: dict[str, str],
+) -> tuple[list[str], dict[str, Any]]:
+    """Of ``names``, those that tell labelled-anomalous training windows from healthy ones
+    (:func:`models.selection.select_features`, tsfresh's relevance test), each asset's
+    windows standardised against its own healthy ones first so that assets compare.
+    Without enough labelled windows of both kinds every name is kept (and the card says so)."""
+    healthy = [h for h, _ in per_asset]
+    bad = [(h, b) for h, b in per_asset if b is not None and b.shape[0]]
+    n_bad = sum(b.shape[0] for _, b in bad)
+    if n_bad < MIN_LABELLED:
+        return names, {"tested": False, "why": f"{n_bad} labelled anomalous training windows"}
+    import pandas as pd
+
+    from models.selection import select_features
+
+    fleet = anomaly.robust_baseline(np.vstack(healthy))
+    floor = anomaly.typical_asset_scale(healthy)
+    zs, ys = [], []
+    for h, b in per_asset:
+        base = asset_baseline(fleet, mode, h, floor)
+        step = max(1, h.shape[0] // 500)
+        zs.append(base.z(h[::step]))
+        ys.append(np.zeros(zs[-1].shape[0], dtype=int))
+        if b is not None and b.shape[0]:
+            zs.append(base.z(b))
+            ys.append(np.ones(b.shape[0], dtype=int))
+    X = pd.DataFrame(np.vstack(zs), columns=names)
+    y = pd.Series(np.concatenate(ys))
+    try:
+        sel = select_features(X, y)
+    except TrainingError as exc:
+        return names, {"tested": False, "why": str(exc)}
+    relevant = set(sel.selected)
+    kept = [n for n in names if n in relevant]
+    if not kept:
+        return names, {"tested": True, "relevant": 0, "why": "none relevant: all kept"}
+    for n in names:
+        if n not in relevant:
+            why[n] = "not relevant to the labelled anomalies (tsfresh relevance test)"
+    top = sel.table.head(10)
+    return kept, {
+        "tested": True,
+        "windows": len(y),
+        "anomalous": int(y.sum()),
+        "relevant": len(kept),
+        "top": {str(k): float(p) for k, p in zip(top.index, top["p_value"], strict=True)},
+    }
+
+
 def fit_anomaly(
     ds: Dataset,
     *,
@@ -133,6 +201,8 @@ def fit_anomaly(
     """One detector per asset type from the dataset's healthy training windows."""
     hop = hop_rows or max(1, window_rows // 4)
     by_type: dict[str, list[tuple[str, list[str], npt.NDArray[np.float32]]]] = {}
+    anomalous: dict[str, npt.NDArray[np.float32]] = {}
+    """Asset -> its labelled-anomalous training windows (for the relevance test)."""
     intervals = []
     result_rows = 0
     n_rec = 0
@@ -144,6 +214,11 @@ def fit_anomaly(
         w = windowed(ds, rec, names, window_rows, hop)
         healthy = w.x[w.healthy_train].astype(np.float32)
         by_type.setdefault(rec.asset_type, []).append((rec.asset_id, names, healthy))
+        if rec.label is not None:
+            lab = np.nan_to_num(rec.label[w.ends], nan=0.0) > 0
+            bad = w.x[lab & rec.train[w.ends]]
+            if bad.size:
+                anomalous[rec.asset_id] = bad[:: max(1, bad.shape[0] // 200)].astype(np.float32)
         if progress is not None:
             progress(rec)
     if not by_type:
@@ -157,19 +232,23 @@ def fit_anomaly(
             union.update(dict.fromkeys(names))
         all_names = list(union)
         aligned = []
+        bad_aligned: dict[str, F64] = {}
         for asset_id, names, x in parts:
-            col = {n: i for i, n in enumerate(names)}
-            full = np.full((x.shape[0], len(all_names)), np.nan)
-            for j, n in enumerate(all_names):
-                if n in col:
-                    full[:, j] = x[:, col[n]]
-            aligned.append((asset_id, full))
+            aligned.append((asset_id, _align(x, names, all_names)))
+            if asset_id in anomalous:
+                bad_aligned[asset_id] = _align(anomalous[asset_id], names, all_names)
         usable = [(a, x) for a, x in aligned if x.shape[0] > 0]
         if not usable:
             raise TrainingError(f"asset type {asset_type}: no healthy training windows")
         kept, why = screen_features(all_names, [x for _, x in usable], baseline)
         if not kept:
             raise TrainingError(f"asset type {asset_type}: every candidate feature screened out")
+        cols = [all_names.index(n) for n in kept]
+        labelled = [
+            (x[:, cols], bad_aligned[a][:, cols] if a in bad_aligned else None)
+            for a, x in usable
+        ]
+        kept, result.selection[asset_type] = relevant_features(kept, labelled, baseline, why)
         idx = [all_names.index(n) for n in kept]
         assets = [AssetWindows(a, x[:, idx], np.ones(x.shape[0], dtype=bool)) for a, x in usable]
         det = anomaly.fit_detector(

@@ -273,3 +273,18 @@ def test_shipped_default_models_load_in_the_agent_and_the_cloud_format() -> None
         assert 0 <= p24[0] <= 1 and 0 <= ph[0] <= 1 and fault.sum() == pytest.approx(1, abs=1e-5)
     card = json.loads((artifacts / "card.json").read_text())
     assert card["task"] == "risk" and card["evaluations"]
+
+
+def test_labelled_training_windows_select_the_features_that_carry_the_anomaly(
+    tmp_path: Path,
+) -> None:
+    data = synthetic(tmp_path / "ds", spike_from=300)  # anomalies inside the training part
+    out = tmp_path / "model"
+    fit(data, out)
+    (model,) = json.loads((out / "card.json").read_text())["models"]
+    sel = model["selection"]
+    assert sel["tested"] and sel["anomalous"] >= 50
+    assert next(iter(sel["top"])).startswith("vibration__")  # the spike is in vibration
+    assert model["features"] and all(f.startswith("vibration__") for f in model["features"])
+    dropped = [f for f, why in model["screened"].items() if "not relevant" in why]
+    assert any(f.startswith("temperature__") for f in dropped)
