@@ -7,22 +7,24 @@
 - samples fill a :class:`~edge_agent.windows.WindowBuffer` per device and poll group; a
   closed window becomes a ``features`` record (:mod:`edge_agent.features`) and, when the
   device's asset type has a model for that window, a ``score`` record
-  (:mod:`edge_agent.scoring`); closed windows queue and are worked off one every
-  ``WINDOW_SPACING_S`` (all devices' windows close together on the wall-time grid), and
-  the queue is drained when the agent stops;
+  (:mod:`edge_agent.scoring`); windows are staggered per device (each device's windows end
+  at its own offset, :func:`~edge_agent.windows.window_offset`), and closed windows that
+  still coincide (devices with close offsets, a device's groups) queue and are worked off
+  one every ``WINDOW_SPACING_S``; the queue is drained when the agent stops;
 - counters (energy, runtime, starts) read in a poll become an ``energy`` record;
 - alarm transitions (:mod:`edge_agent.alarms`) become ``alarm`` records;
 - every ``health_every_s`` a ``health`` record says how the gateway is doing, and the same
   facts go to a status file that ``edgewatch-agent status`` reads;
 - records are group-committed: the records of the polls of the last ``commit_interval_s``
-  (default 0.01 s) collect in memory and go into the
-  :class:`~edge_agent.store.RecordStore` in one transaction (the durable point), then the
-  :class:`~edge_agent.forwarder.Forwarder` ships them and deletes them on the cloud's ack.
-  The bound: a record is durable within ``commit_interval_s`` of its poll; the records of
-  the last ≤ 10 ms are in memory, like the open windows are, and are lost with them if
-  the process dies. More than ``MAX_PENDING_ITEMS`` waiting records are committed at
-  once; housekeeping and :meth:`Agent.stop` (on the way out of :meth:`Agent.run`) commit
-  whatever waits.
+  (the config's ``buffer.commit_interval_s``, default 0.01 s) collect in memory and go
+  into the :class:`~edge_agent.store.RecordStore` in one transaction (the durable point),
+  then the :class:`~edge_agent.forwarder.Forwarder` ships them and deletes them on the
+  cloud's ack. The bound: a record is durable within ``commit_interval_s`` of its poll;
+  the records of the last ``commit_interval_s`` (≤ 10 ms by default) are in memory, like
+  the open windows are, and are lost with them if the process dies. A longer interval
+  costs less CPU (fewer transactions, fewer forwarder wakes) and adds as much latency.
+  More than ``MAX_PENDING_ITEMS`` waiting records are committed at once; housekeeping
+  and :meth:`Agent.stop` (on the way out of :meth:`Agent.run`) commit whatever waits.
 
 Downlink: a signed model update is installed by the :class:`~edge_agent.models.ModelStore`
 (refused updates leave the running model); ``poll_now`` polls the named devices at once;
@@ -51,7 +53,7 @@ import numpy as np
 
 from edge_agent import __version__
 from edge_agent.alarms import AlarmEngine, AlarmEvent
-from edge_agent.config import LoadedConfig
+from edge_agent.config import DEFAULT_COMMIT_INTERVAL_S, LoadedConfig
 from edge_agent.configsync import check_config_change, install_config_change
 from edge_agent.errors import EdgeWatchError, ProtocolError, UpdateRefused
 from edge_agent.features import counter_features, signal_features, state_features
@@ -74,8 +76,9 @@ from edge_agent.windows import Window, WindowBuffer
 log = logging.getLogger(__name__)
 
 STATUS_FILE = "status.json"
-COMMIT_INTERVAL_S = 0.01
-"""Default bound on how long a record waits in memory before its transaction."""
+COMMIT_INTERVAL_S = DEFAULT_COMMIT_INTERVAL_S
+"""Default bound on how long a record waits in memory before its transaction (the
+config's ``buffer.commit_interval_s``)."""
 MAX_PENDING_ITEMS = 5000
 """Records waiting in memory past this many are committed at once."""
 WINDOW_SPACING_S = 0.01
@@ -127,14 +130,6 @@ def window_features(window: Window, profile: DeviceProfile) -> dict[str, float |
     return out
 
 
-def _numeric(value: object) -> float | None:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)):
-        return float(value)
-    return None
-
-
 class Agent:
     """One gateway's agent. ``uplink`` may be given (tests); otherwise the config's."""
 
@@ -145,13 +140,16 @@ class Agent:
         uplink: Uplink | None = None,
         health_every_s: float = 60.0,
         clock: Any = time.time,
-        commit_interval_s: float = COMMIT_INTERVAL_S,
+        commit_interval_s: float | None = None,
     ) -> None:
         self.loaded = loaded
-        self.commit_interval_s = commit_interval_s
+        cfg = loaded.config
+        self.commit_interval_s = (
+            cfg.buffer.commit_interval_s if commit_interval_s is None else commit_interval_s
+        )
+        """Group-commit interval: ``commit_interval_s`` if given, else the config's."""
         self._pending: list[Item] = []
         self._flush_handle: asyncio.TimerHandle | None = None
-        cfg = loaded.config
         self._clock = clock
         self.health_every_s = health_every_s
         self.store = RecordStore(
@@ -225,15 +223,18 @@ class Agent:
     # -- the data path -----------------------------------------------------------------------
     def _on_result(self, result: PollResult) -> None:
         """One poll's result: alarms, windows, features, scores, energy → one transaction."""
-        profile = self.loaded.profiles[result.device_id]
+        device_id, ts = result.device_id, result.ts
         items: list[Item] = []
-        events: list[AlarmEvent] = list(self.alarms.on_poll(result.device_id, result.ts, result.ok))
-        numeric = {n: _numeric(v.value) for n, v in result.values.items()}
-        samples = {n: v for n, v in numeric.items() if v is not None}
+        events: list[AlarmEvent] = list(self.alarms.on_poll(device_id, ts, result.ok))
+        # The numbers read (bools as 0/1); strings are no samples.
+        samples = {
+            n: float(x) for n, v in result.values.items() if isinstance(x := v.value, (int, float))
+        }
         if samples:
-            events += self.alarms.on_sample(result.device_id, result.ts, samples)
-            buffer = self._window(result.device_id, result.group)
-            closed = buffer.append(result.ts, samples)
+            events += self.alarms.on_sample(device_id, ts, samples)
+            profile = self.loaded.profiles[device_id]
+            buffer = self._window(device_id, result.group)
+            closed = buffer.append(ts, samples)
             if closed is not None:
                 self._defer_window(closed, profile)
             counter_units = self._counter_units(profile)
@@ -241,8 +242,9 @@ class Agent:
             if counters:
                 units = {n: counter_units[n] for n in counters}
                 body = {"values": counters, "units": units}
-                items.append((result.ts, RecordKind.ENERGY, result.device_id, body))
-        items += [self._alarm_item(e) for e in events]
+                items.append((ts, RecordKind.ENERGY, device_id, body))
+        if events:
+            items += [self._alarm_item(e) for e in events]
         self.counts["polls"] += 1
         self._append(items)
 
@@ -306,8 +308,9 @@ class Agent:
         return items
 
     def _defer_window(self, window: Window, profile: DeviceProfile) -> None:
-        """Queue a closed window's features and score: windows close on a wall-time grid,
-        so all devices' windows close together; they are worked off one per
+        """Queue a closed window's features and score: windows that close together (the
+        stagger spreads devices' window ends, but two devices' offsets may be close, and
+        a device's poll groups end on their own grids) are worked off one per
         ``WINDOW_SPACING_S`` so that polls keep flowing in between."""
         self._closed_windows.append((window, profile))
         if self._window_handle is None:

@@ -174,6 +174,9 @@ class ModelSettings(_Strict):
     """Threads one model inference may use (a gateway has 1-4 cores)."""
 
 
+DEFAULT_COMMIT_INTERVAL_S = 0.01
+
+
 class BufferSettings(_Strict):
     path: Path = Path("/var/lib/edgewatch/buffer.sqlite")
     max_bytes: Annotated[int, Field(ge=1 << 20)] = 256 << 20
@@ -181,6 +184,11 @@ class BufferSettings(_Strict):
     policy: Literal["drop_oldest", "thin", "refuse_new"] = "drop_oldest"
     """When full: delete the oldest records, thin out history (keep every other record of
     the oldest half), or refuse new records. Every record dropped is counted and reported."""
+    commit_interval_s: Annotated[float, Field(ge=0, le=1)] = DEFAULT_COMMIT_INTERVAL_S
+    """Group commit: the records of the polls of this many seconds are written in one
+    transaction. A record is durable within this long of its poll (the records of the last
+    interval are lost if the agent dies); a longer interval costs less CPU and adds as much
+    latency. 0 commits every poll's records at once."""
 
 
 class TlsSettings(_Strict):

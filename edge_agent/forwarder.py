@@ -3,7 +3,11 @@
 Two lanes share one uplink:
 
 * **live**: records appended after the *cut* (a sequence number), sent promptly in
-  batches bounded by ``max_records`` / ``max_bytes`` / ``max_delay_s``;
+  batches bounded by ``max_records`` / ``max_bytes`` / ``max_delay_s``: a batch goes
+  as soon as it is full, else when its first record has waited ``max_delay_s`` (the
+  forwarder wakes up for that moment); until then the buffer is asked only how much
+  waits (:meth:`~edge_agent.store.RecordStore.waiting`), and the records are read when
+  their batch goes;
 * **backlog**: records at or below the cut, sent oldest first in sequence order.
 
 At start, and after every reconnect, the cut moves to the last sequence number handed
@@ -195,7 +199,7 @@ class Forwarder:
     def _run(self) -> None:
         tick = max(0.01, min(TICK_S, self._settings.max_delay_s or TICK_S))
         while not self._stopping.is_set():
-            self._wake.wait(tick)
+            self._wake.wait(self._timeout(tick))
             self._wake.clear()
             try:
                 self._step()
@@ -208,6 +212,15 @@ class Forwarder:
                 else:
                     logger.debug("forwarder step failed (%d in a row): %s", self._error_streak, exc)
                 self._stopping.wait(min(5.0, 0.1 * self._error_streak))
+
+    def _timeout(self, tick: float) -> float:
+        """How long to wait for a wake-up: ``tick``, or less when live records are waiting
+        for ``max_delay_s`` to pass (their batch goes out on time, not at the next tick)."""
+        since = self._live_waiting_since
+        if since is None:
+            return tick
+        left = since + self._settings.max_delay_s - time.monotonic()
+        return min(tick, left) if left > 0 else tick
 
     def _step(self) -> None:
         self._handle_events()
@@ -317,14 +330,25 @@ class Forwarder:
                 # Nothing appended since the last look: no need to ask the buffer.
                 self._live_waiting_since = None
                 return
+            now = time.monotonic()
+            waited = 0.0 if self._live_waiting_since is None else now - self._live_waiting_since
+            if waited < s.max_delay_s and waited <= self._live_window_s:
+                # Not due yet, so only a full batch goes now: count what waits rather than
+                # reading it (the forwarder wakes at every commit).
+                count, nbytes = self._store.waiting(self._live_cursor)
+                if not count:
+                    self._live_waiting_since = None
+                    return
+                if self._live_waiting_since is None:
+                    self._live_waiting_since = now
+                if count <= s.max_records and nbytes <= s.max_bytes:
+                    return  # all of it fits one batch: not full
             records = self._store.pending(s.max_records, s.max_bytes, after_seq=self._live_cursor)
             if not records:
                 self._live_waiting_since = None
                 return
-            now = time.monotonic()
             if self._live_waiting_since is None:
                 self._live_waiting_since = now
-            waited = now - self._live_waiting_since
             if waited > self._live_window_s:
                 # The link is slower than the producers: what waited becomes backlog.
                 self._cut = self._store.last_seq()

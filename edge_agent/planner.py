@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from edge_agent.errors import CodecError
 from edge_agent.profiles import DeviceProfile, Point, Table
-from edge_agent.registers import PointDecoder, PointValue, decode_point, point_decoder
+from edge_agent.registers import BlockDecoder, PointValue, block_decoder, decode_point
 
 MAX_REGISTERS = 125
 """Registers one read request may ask for (function codes 3 and 4)."""
@@ -48,17 +48,11 @@ class ReadBlock:
     address: int
     count: int
     points: tuple[Point, ...]
-    slices: tuple[tuple[str, int, int, PointDecoder], ...] = field(
-        init=False, repr=False, compare=False
-    )
-    """Per point: name, first and end offset in the block, decoder (set at creation)."""
+    decoder: BlockDecoder = field(init=False, repr=False, compare=False)
+    """Decodes the block's words into its points' values (set at creation)."""
 
     def __post_init__(self) -> None:
-        slices = []
-        for p in self.points:
-            lo = p.address - self.address
-            slices.append((p.name, lo, lo + p.count, point_decoder(p)))
-        object.__setattr__(self, "slices", tuple(slices))
+        object.__setattr__(self, "decoder", block_decoder(self.points, self.address))
 
     @property
     def end(self) -> int:
@@ -187,8 +181,8 @@ def decode_block(block: ReadBlock, words: Sequence[int]) -> dict[str, PointValue
             lo = p.address - block.address
             out[p.name] = decode_point(p, words[lo : lo + p.count])
         return out
-    # The length check above guarantees every point its own count of words.
-    return {name: decode(words[lo:hi]) for name, lo, hi, decode in block.slices}
+    # The checks above guarantee every point its own count of 16-bit words.
+    return block.decoder(words)
 
 
 @dataclass
@@ -230,6 +224,8 @@ class Refusals:
 
     def confirm(self, block: ReadBlock) -> None:
         """The device answered ``block``: an isolated point in it needs isolating no more."""
+        if not self.isolated:  # the usual case, after every block read: nothing to do
+            return
         own = {(block.table, a) for a in block.addresses()}
         if own & self.isolated:
             self.isolated -= own

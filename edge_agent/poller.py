@@ -375,8 +375,8 @@ class Poller:
                 self._lanes.append(lane)
         self._jobs = jobs
         self._stopping = asyncio.Event()
-        self._kick = asyncio.Event()
-        """Set to wake sleeping lanes (stop, poll now); replaced by a fresh one each time."""
+        self._sleepers: set[asyncio.Future[None]] = set()
+        """What sleeping lanes wait on; resolved to wake them (stop, poll now)."""
         self._tasks: list[asyncio.Task[None]] = []
         self._started_mono: float | None = None
 
@@ -425,22 +425,35 @@ class Poller:
 
     # -- lanes ------------------------------------------------------------------------
     async def _run_lane(self, lane: _Lane) -> None:
-        by_key = {j.key: j for j in lane.jobs}
+        jobs = lane.jobs
+        by_key = {j.key: j for j in jobs}
         cost = lane.link.timeout_s + _PROBE_MARGIN_S
         while not self._stopping.is_set():
             now = self._monotonic()
-            for j in lane.jobs:
-                if j.device.not_before > j.due:  # backed off: skip to the first slot after
-                    self._push(j, j.device.not_before)
-            slots = [
-                Slot(j.key, j.due, j.device.failures > 0, cost, self._max_wait(j))
-                for j in lane.jobs
-            ]
-            key, wake = choose(slots, now)
-            if key is None:
+            suspects = False
+            for j in jobs:
+                dev = j.device
+                if dev.not_before > j.due:  # backed off: skip to the first slot after
+                    self._push(j, dev.not_before)
+                if dev.failures:
+                    suspects = True
+            job: _Job | None
+            if suspects:
+                slots = [
+                    Slot(j.key, j.due, j.device.failures > 0, cost, self._max_wait(j)) for j in jobs
+                ]
+                key, wake = choose(slots, now)
+                job = None if key is None else by_key[key]
+            else:
+                # Every device healthy: what choose() decides, without building the slots
+                # (the earliest due poll, ties by key; it runs if it is due).
+                job = min(jobs, key=_due_order, default=None)
+                if job is None or job.due > now:
+                    wake = math.inf if job is None else job.due
+                    job = None
+            if job is None:
                 await self._sleep(wake - now)
                 continue
-            job = by_key[key]
             await self._poll(lane, job, now)
             self._reschedule(job, self._monotonic())
 
@@ -451,12 +464,23 @@ class Poller:
         return max(job.period, ceiling / 2)
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._kick.wait(), timeout=max(0.0, min(seconds, 3600)))
+        """Sleep ``seconds`` (at most an hour), or until :meth:`_wake_lanes`.
+
+        A future and a timer, not ``wait_for(event.wait())``: a lane sleeps between most
+        of its polls, and ``wait_for`` wraps the wait in a task of its own each time."""
+        loop = asyncio.get_running_loop()
+        wake: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_later(max(0.0, min(seconds, 3600.0)), _resolve, wake)
+        self._sleepers.add(wake)
+        try:
+            await wake
+        finally:
+            timer.cancel()
+            self._sleepers.discard(wake)
 
     def _wake_lanes(self) -> None:
-        kick, self._kick = self._kick, asyncio.Event()
-        kick.set()
+        for wake in self._sleepers:
+            _resolve(wake)
 
     def poll_now(self, devices: Collection[str] | None = None) -> list[str]:
         """Poll every group of the named devices (all when None) at once, besides their
@@ -674,6 +698,15 @@ class Poller:
         if dev.failed_polls and since is not None and now - since >= self._offline_after_s:
             return "offline"
         return "backing_off" if dev.failed_polls else "ok"
+
+
+def _due_order(job: _Job) -> tuple[float, int]:
+    return job.due, job.key
+
+
+def _resolve(wake: asyncio.Future[None]) -> None:
+    if not wake.done():
+        wake.set_result(None)
 
 
 def _put(errors: dict[str, str], points: Sequence[Point], why: str) -> None:

@@ -18,10 +18,11 @@ a register, first character in the high byte unless ``byte_order`` is little.
 from __future__ import annotations
 
 import math
+import operator
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from edge_agent.errors import CodecError
 from edge_agent.profiles import DataType, Point
@@ -133,15 +134,16 @@ def point_decoder(point: Point) -> PointDecoder:
             return PointValue(value=raw, raw=raw)
 
         return decode_bool
+    n = point.count
+    pack = struct.Struct(("<" if point.byte_order == "little" else ">") + f"{n}H").pack
     if t is DataType.STRING:
 
         def decode_string(words: Sequence[int]) -> PointValue:
-            raw = decode_raw(point, words)
+            text = pack(*words).split(b"\x00", 1)[0]
+            raw = text.decode("ascii", errors="replace").rstrip(" ")
             return PointValue(value=raw, raw=raw)
 
         return decode_string
-    n = point.count
-    pack = struct.Struct(("<" if point.byte_order == "little" else ">") + f"{n}H").pack
     reverse = point.word_order != "big"
     scale, offset = point.scale, point.offset
     if t.is_float:
@@ -166,6 +168,118 @@ def point_decoder(point: Point) -> PointDecoder:
         return PointValue(value=value, raw=raw, bits=flags, label=enum.get(raw))
 
     return decode_int
+
+
+_STRUCT_CODE = {
+    DataType.INT16: "h",
+    DataType.UINT16: "H",
+    DataType.INT32: "i",
+    DataType.UINT32: "I",
+    DataType.INT64: "q",
+    DataType.UINT64: "Q",
+    DataType.FLOAT32: "f",
+    DataType.FLOAT64: "d",
+}
+"""struct codes (with ``>``: standard sizes, most significant byte first) of the numbers."""
+
+BlockDecoder = Callable[[Sequence[int]], dict[str, PointValue]]
+
+
+def _finisher(point: Point) -> Callable[[Any], PointValue]:
+    """Raw number (as :func:`decode_raw` gives it) -> what :func:`decode_point` returns."""
+    scale, offset = point.scale, point.offset
+    if point.type.is_float:
+
+        def finish_float(raw: float) -> PointValue:
+            return PointValue(raw * scale + offset, raw)
+
+        return finish_float
+    exact = _is_exact(point)
+    bits = tuple((point.bits or {}).items())
+    enum = point.enum or {}
+    if exact and not bits and not enum:
+
+        def finish_exact(raw: int) -> PointValue:
+            return PointValue(raw, raw, {}, None)
+
+        return finish_exact
+
+    def finish_int(raw: int) -> PointValue:
+        flags = {name: bool((raw >> b) & 1) for name, b in bits} if bits else {}
+        value: Number = raw if exact else raw * scale + offset
+        return PointValue(value, raw, flags, enum.get(raw))
+
+    return finish_int
+
+
+def block_decoder(points: Sequence[Point], address: int) -> BlockDecoder:
+    """:func:`decode_point` for every point of a read block at once, by point name.
+
+    ``points`` lie whole in the block that starts at ``address`` (their offset in it is
+    ``point.address - address``; registers between them are skipped). The returned
+    function takes the block's words (at least up to the end of the last point, each a
+    16-bit word; the caller guarantees both, no checks are made) and gives what
+    :func:`decode_point` gives for each point, in the order of ``points``.
+
+    The numbers of a block are decoded with one ``struct`` pack and unpack per byte
+    order: the words of each point are gathered in big-endian word order (reversed for
+    ``word_order: little``), packed with the byte order of their points, and unpacked
+    most significant byte first. Strings and bools go through :func:`point_decoder`.
+    """
+    names = [p.name for p in points]
+    finish: list[Callable[[Any], PointValue] | None] = []
+    by_order: dict[str, tuple[list[int], list[str], list[int]]] = {}
+    others: list[tuple[int, int, int, PointDecoder]] = []
+    for slot, p in enumerate(points):
+        lo = p.address - address
+        code = _STRUCT_CODE.get(p.type)
+        if code is None:
+            others.append((slot, lo, lo + p.count, point_decoder(p)))
+            finish.append(None)
+            continue
+        order = list(range(lo, lo + p.count))
+        if p.word_order != "big":
+            order.reverse()
+        index, codes, slots = by_order.setdefault(p.byte_order, ([], [], []))
+        index += order
+        codes.append(code)
+        slots.append(slot)
+        finish.append(_finisher(p))
+    groups: list[
+        tuple[
+            Callable[[Sequence[int]], Sequence[int]],
+            Callable[..., bytes],
+            Callable[[bytes], tuple[Any, ...]],
+            list[tuple[int, Callable[[Any], PointValue]]],
+        ]
+    ] = []
+    for byte_order, (index, codes, slots) in by_order.items():
+        gather = _gatherer(index)
+        pack = struct.Struct(("<" if byte_order == "little" else ">") + f"{len(index)}H").pack
+        unpack = struct.Struct(">" + "".join(codes)).unpack
+        done = [(slot, f) for slot in slots if (f := finish[slot]) is not None]
+        groups.append((gather, pack, unpack, done))
+    n = len(points)
+
+    def decode_block(words: Sequence[int]) -> dict[str, PointValue]:
+        out: list[PointValue | None] = [None] * n
+        for gather, pack, unpack, done in groups:
+            for (slot, f), raw in zip(done, unpack(pack(*gather(words))), strict=True):
+                out[slot] = f(raw)
+        for slot, lo, hi, decode in others:
+            out[slot] = decode(words[lo:hi])
+        return dict(zip(names, out, strict=True))  # type: ignore[arg-type]
+
+    return decode_block
+
+
+def _gatherer(index: Sequence[int]) -> Callable[[Sequence[int]], Sequence[int]]:
+    """``words -> [words[i] for i in index]``, in C (itemgetter returns a bare item for one
+    index: wrap it)."""
+    if len(index) == 1:
+        i = index[0]
+        return lambda words: (words[i],)
+    return operator.itemgetter(*index)
 
 
 def encode_point(point: Point, value: Value, *, saturate: bool = False) -> list[int]:

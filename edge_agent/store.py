@@ -278,6 +278,19 @@ class RecordStore:
                 raise StoreError(f"buffer {self._path}: {exc}") from exc
         return int(row[0])
 
+    def waiting(self, after_seq: int = 0) -> tuple[int, int]:
+        """How many records have ``seq > after_seq``, and their summed size: what
+        :meth:`pending` would choose from, without reading the records."""
+        with self._lock:
+            try:
+                count, total = self._db.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM records WHERE seq > ?",
+                    (after_seq,),
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise StoreError(f"buffer {self._path}: {exc}") from exc
+        return int(count), int(total)
+
     def size_bytes(self) -> int:
         with self._lock:
             return self._bytes

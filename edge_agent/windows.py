@@ -1,11 +1,16 @@
 """Fixed feature windows: one :class:`WindowBuffer` per device and poll group.
 
-Windows are aligned to wall time: window k of a group covers ``[k·window_s, (k+1)·window_s)``
-in epoch seconds, so every device's windows of one group start and end together and a
-restart does not shift them. Samples ``(ts, {point: value})`` are appended as polls
-complete; the first sample at or after the end of the open window closes it and yields a
-:class:`Window`; :meth:`WindowBuffer.close_due` closes it on time when samples stop coming
-(a device that went silent).
+Windows are aligned to wall time, staggered per device: window k of a device's group
+covers ``[k·window_s + offset, (k+1)·window_s + offset)`` in epoch seconds, where
+``offset`` (:func:`window_offset`) is a fixed fraction of ``window_s`` in ``[0, window_s)``
+derived from a stable hash of the device id (BLAKE2b of its UTF-8 bytes, in whole
+milliseconds). Every window is ``window_s`` long and a restart does not shift it (the same
+id gives the same offset in every process and on every gateway), but different devices'
+windows end at different instants: their features and scores are not all computed at
+once at the same wall-clock instant. Samples ``(ts, {point: value})`` are appended as
+polls complete; the first sample at or after the end of the open window closes it and
+yields a :class:`Window`; :meth:`WindowBuffer.close_due` closes it on time when samples
+stop coming (a device that went silent).
 
 Memory is bounded: a window holds at most ``max_samples = ceil(window_s / period_s) · 2``
 samples; the excess is dropped and counted. A sample older than the open window's start
@@ -18,6 +23,7 @@ A window with no samples is never yielded; nor are the empty windows of a gap.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -41,7 +47,7 @@ class Window:
     device_id: str
     group: str
     start: float
-    """Epoch seconds, a multiple of the group's window_s."""
+    """Epoch seconds: k·window_s + the device's offset (see :func:`window_offset`)."""
     end: float
     """start + window_s (exclusive)."""
     series: dict[str, npt.NDArray[np.float64]]
@@ -73,14 +79,32 @@ class WindowCounters:
     windows: int = 0
 
 
-class WindowBuffer:
-    """Collects the samples of one device and poll group into fixed, aligned windows."""
+def window_offset(device_id: str, window_s: float) -> float:
+    """Where in ``[0, window_s)`` the windows of ``device_id`` start, past the multiples of
+    ``window_s``: a stable hash of the id (not Python's ``hash``, which changes from one
+    process to the next), in whole milliseconds."""
+    steps = max(1, int(window_s * 1000))
+    digest = hashlib.blake2b(device_id.encode("utf-8"), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") % steps) / 1000.0
 
-    def __init__(self, device_id: str, group: PollGroup) -> None:
+
+class WindowBuffer:
+    """Collects the samples of one device and poll group into fixed, aligned windows.
+
+    ``offset_s`` shifts the windows off the multiples of the group's ``window_s``; by
+    default the device's own :func:`window_offset`.
+    """
+
+    def __init__(self, device_id: str, group: PollGroup, *, offset_s: float | None = None) -> None:
         self.device_id = device_id
         self.group = group.name
         self.window_s = float(group.window_s)
         self.period_s = float(group.period_s)
+        if offset_s is None:
+            offset_s = window_offset(device_id, self.window_s)
+        if not 0 <= offset_s < self.window_s:
+            raise ValueError(f"offset_s {offset_s!r} is not in [0, {self.window_s})")
+        self.offset_s = float(offset_s)
         self.expected = math.ceil(self.window_s / self.period_s - 1e-9)
         self.max_samples = self.expected * 2
         self.counters = WindowCounters()
@@ -91,7 +115,8 @@ class WindowBuffer:
 
     def window_start(self, ts: float) -> float:
         """Start of the aligned window that holds ``ts``."""
-        return math.floor(ts / self.window_s) * self.window_s
+        w, off = self.window_s, self.offset_s
+        return math.floor((ts - off) / w) * w + off
 
     @property
     def open_window(self) -> tuple[float, float] | None:
@@ -173,7 +198,8 @@ class WindowBuffer:
         series: dict[str, npt.NDArray[np.float64]] = {}
         missing: dict[str, int] = {}
         for name in names:
-            column = np.array([_as_float(row.get(name)) for row in self._rows])
+            # None (and a point missing from a row) becomes NaN, a bool 0/1.
+            column = np.array([row.get(name) for row in self._rows], dtype=np.float64)
             column = column[order]
             series[name] = column
             missing[name] = int(np.count_nonzero(np.isnan(column)))
@@ -191,12 +217,6 @@ class WindowBuffer:
             n_excess=self._excess,
             missing_by_point=missing,
         )
-
-
-def _as_float(value: SampleValue) -> float:
-    if value is None:
-        return float("nan")
-    return float(value)
 
 
 def make_buffers(device_id: str, groups: Sequence[PollGroup]) -> dict[str, WindowBuffer]:

@@ -423,7 +423,9 @@ def analyse(
     energy = {s: r for s, r in in_window.items() if r[0] == "energy"}
     polls_by_device = Counter(r[1] for r in energy.values())
     latencies = [first[s] - r[2] for s, r in energy.items() if s in first]
-    # polls in the second after a window boundary (when every device's window closes)
+    # polls in the second after a multiple of window_s on the wall clock: where every
+    # device's window closed together before windows were staggered per device
+    # (edge_agent.windows.window_offset); now a device's windows end at its own offset
     near = [first[s] - r[2] for s, r in energy.items() if s in first and r[2] % window_s < 1.0]
     away = [first[s] - r[2] for s, r in energy.items() if s in first and r[2] % window_s >= 1.0]
 
@@ -632,6 +634,7 @@ def breakdown_agent(config: Path, seconds: float) -> dict[str, Any]:
         (RecordStore, "last_seq", "store.last_seq/count/depth"),
         (RecordStore, "count", "store.last_seq/count/depth"),
         (RecordStore, "depth", "store.last_seq/count/depth"),
+        (RecordStore, "waiting", "store.waiting (forwarder: is a batch full?)"),
         (fwd_mod, "encode_batch", "encode batch (JSON + zlib)"),
         (MqttUplink, "send", "MQTT publish (MqttUplink.send)"),
         (fwd_mod.Forwarder, "_step", "Forwarder._step (rest)"),
@@ -1008,7 +1011,8 @@ def print_report(r: dict[str, Any]) -> None:
         (
             "latency split",
             f"p99 {lat['split']['p99_ms_within_1s_after_window_end']} ms in the "
-            f"second after a window end (n {lat['split']['n_within_1s_after_window_end']}"
+            f"second after a wall-clock multiple of window_s (n "
+            f"{lat['split']['n_within_1s_after_window_end']}"
             f"), p50 {lat['split']['p50_ms_other']} / p99 {lat['split']['p99_ms_other']}"
             f" ms otherwise (n {lat['split']['n_other']})",
         ),

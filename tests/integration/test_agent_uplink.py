@@ -5,6 +5,7 @@ ingest in ``tests/support/cloud_stub.py`` decodes with :mod:`edge_agent.protocol
 from __future__ import annotations
 
 import queue
+import socket
 import subprocess
 import sys
 import textwrap
@@ -275,6 +276,21 @@ def test_mqtt_status_online_and_last_will_offline(tmp_path: Path) -> None:
         late.close()
     finally:
         watcher.close()
+        broker.stop()
+
+
+def test_mqtt_socket_sends_without_nagle_delay(tmp_path: Path) -> None:
+    # Nagle's algorithm would hold a batch behind the broker's delayed ACK (40 ms)
+    broker = stub.Broker(tmp_path)
+    broker.start()
+    uplink = MqttUplink(GW, MqttSettings(host=broker.host, port=broker.port, tls=None))
+    try:
+        uplink.start()
+        wait_for(lambda: uplink.connected, "connect")
+        sock = uplink._client.socket()  # type: ignore[union-attr]
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        uplink.stop()
         broker.stop()
 
 

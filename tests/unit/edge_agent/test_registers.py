@@ -10,8 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge_agent.errors import CodecError
+from edge_agent.planner import plan_reads
 from edge_agent.profiles import DataType, Point, Table, builtin_profiles
 from edge_agent.registers import (
+    block_decoder,
     decode_point,
     encode_point,
     integer_range,
@@ -291,3 +293,95 @@ def test_point_decoder_agrees_for_every_order(
     words = data.draw(st.lists(st.integers(0, 0xFFFF), min_size=n, max_size=n))
     want, got = decode_point(p, words), point_decoder(p)(words)
     assert _same(got.value, want.value) and _same(got.raw, want.raw)
+
+
+# -- block_decoder: a whole read block at once ------------------------------------------
+def at(p: Point, address: int, name: str = "p") -> Point:
+    return p.model_copy(update={"address": address, "name": name})
+
+
+def _agrees(want: Any, got: Any, name: str) -> None:
+    assert _same(got.value, want.value) and _same(got.raw, want.raw), name
+    assert (got.bits, got.label) == (want.bits, want.label), name
+
+
+@pytest.mark.parametrize(("dtype", "value", "byte_order", "word_order", "registers"), CASES)
+def test_block_decoder_reads_the_documented_wire_layout(
+    dtype: str, value: int | float, byte_order: str, word_order: str, registers: list[int]
+) -> None:
+    # the point between two unmapped registers of a block that starts at 100
+    p = at(point(dtype, byte_order, word_order), 101)
+    words = [0xDEAD, *registers, 0xBEEF]
+    decoded = block_decoder([p], 100)(words)
+    assert list(decoded) == ["p"]
+    assert decoded["p"].value == value and type(decoded["p"].value) is type(value)
+    _agrees(decode_point(p, registers), decoded["p"], p.name)
+
+
+def test_block_decoder_mixes_every_type_and_order_in_one_block() -> None:
+    points, words = [], []
+    for i, (dtype, _value, by_order) in enumerate(TABLE):
+        for (bo, wo), regs in by_order.items():
+            words.append(0x5555)  # a gap register before each point
+            points.append(at(point(dtype, bo, wo), len(words), f"p{len(points)}_{i}"))
+            words += regs
+    points.append(at(point("string", length=2), len(words), "serial"))
+    words += encode_point(points[-1], "AB1")
+    decoded = block_decoder(points, 0)(words)
+    assert list(decoded) == [p.name for p in points]  # in the order of the points
+    for p in points:
+        lo = p.address
+        _agrees(decode_point(p, words[lo : lo + p.count]), decoded[p.name], p.name)
+    assert decoded["serial"].value == "AB1"
+
+
+def test_block_decoder_applies_scale_offset_bits_and_enum() -> None:
+    points = [
+        at(point("int16", scale=0.1, offset=-40.0), 0, "temp"),
+        at(point("uint16", bits={"running": 0, "alarm": 1}), 1, "flags"),
+        at(point("uint16", enum={0: "off", 1: "running"}), 2, "state"),
+        at(point("uint32", word_order="little"), 3, "counter"),
+        at(point("float32", byte_order="little", scale=2.0), 5, "speed"),
+    ]
+    words = [614, 0b10, 1, 0x5678, 0x1234, 0x803F, 0x0000]
+    got = block_decoder(points, 0)(words)
+    assert got["temp"].value == pytest.approx(21.4) and got["temp"].raw == 614
+    assert got["flags"].bits == {"running": False, "alarm": True} and got["flags"].value == 2
+    assert (got["state"].value, got["state"].label) == (1, "running")
+    assert got["counter"].value == 0x12345678 and type(got["counter"].value) is int
+    assert (got["speed"].raw, got["speed"].value) == (1.0, 2.0)
+
+
+@pytest.mark.parametrize("profile_id", ["ew-cc100", "ew-fc200"])
+@given(data=st.data())
+def test_block_decoder_agrees_with_decode_point_on_the_shipped_profiles(
+    profile_id: str, data: st.DataObject
+) -> None:
+    profile = builtin_profiles()[profile_id]
+    for max_gap in (0, 16):
+        for block in plan_reads(profile, profile.points, max_gap=max_gap, max_registers=125):
+            top = 1 if block.table.is_bit_table else 0xFFFF
+            n = block.count
+            words = data.draw(st.lists(st.integers(0, top), min_size=n, max_size=n))
+            got = block_decoder(block.points, block.address)(words)
+            assert list(got) == [p.name for p in block.points]
+            for p in block.points:
+                lo = p.address - block.address
+                _agrees(decode_point(p, words[lo : lo + p.count]), got[p.name], p.name)
+
+
+@pytest.mark.parametrize("dtype", [t.value for t in NUMERIC])
+@pytest.mark.parametrize(("byte_order", "word_order"), ORDERS)
+@given(data=st.data())
+def test_block_decoder_agrees_with_decode_point_for_every_order(
+    dtype: str, byte_order: str, word_order: str, data: st.DataObject
+) -> None:
+    # two points of the type around a big-endian neighbour, scaled and offset
+    n = DataType(dtype).words
+    first = at(point(dtype, byte_order, word_order, scale=0.5, offset=-3.0), 0, "first")
+    middle = at(point("uint16"), n, "middle")
+    last = at(point(dtype, byte_order, word_order), n + 2, "last")  # one gap register
+    words = data.draw(st.lists(st.integers(0, 0xFFFF), min_size=2 * n + 2, max_size=2 * n + 2))
+    got = block_decoder([first, middle, last], 0)(words)
+    for p in (first, middle, last):
+        _agrees(decode_point(p, words[p.address : p.address + p.count]), got[p.name], p.name)

@@ -59,6 +59,19 @@ def test_sequence_is_monotonic_across_reopen_and_never_reused(tmp_path: Path) ->
         assert store.stats().depth == 3
 
 
+def test_waiting_counts_what_pending_chooses_from(tmp_path: Path) -> None:
+    one = size_of(item(0))
+    with open_store(tmp_path) as store:
+        assert store.waiting() == (0, 0)
+        store.append([item(i) for i in range(10)])
+        assert store.waiting() == (10, 10 * one)
+        assert store.waiting(after_seq=7) == (3, 3 * one)
+        assert store.waiting(after_seq=10) == (0, 0)
+        store.ack([(8, 8)])
+        assert store.waiting(after_seq=7) == (2, 2 * one)  # acked records are gone
+        assert [r.seq for r in store.pending(100, after_seq=7)] == [9, 10]
+
+
 def test_pending_and_ack(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
         seqs = store.append([item(i, ts=T0 + i) for i in range(10)])

@@ -1,20 +1,26 @@
-"""Fixed, wall-clock-aligned windows per device and poll group."""
+"""Fixed, wall-clock-aligned windows per device and poll group, staggered per device.
+
+Most tests pin ``offset_s=0`` so that windows fall on the multiples of ``window_s``; the
+stagger itself is tested at the end."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edge_agent.config import PollGroup
-from edge_agent.windows import WindowBuffer, make_buffers
+from edge_agent.windows import WindowBuffer, make_buffers, window_offset
 
 FAST = PollGroup(name="fast", period_s=1.0, window_s=60.0)
 
 
 def test_windows_align_to_multiples_of_window_s() -> None:
-    buf = WindowBuffer("cc-1", FAST)
+    buf = WindowBuffer("cc-1", FAST, offset_s=0.0)
     assert buf.window_start(1000.5) == 960.0
     assert buf.max_samples == 120
     for i in range(20):
@@ -31,7 +37,7 @@ def test_windows_align_to_multiples_of_window_s() -> None:
 
 
 def test_a_full_window_has_nothing_missing() -> None:
-    buf = WindowBuffer("cc-1", FAST)
+    buf = WindowBuffer("cc-1", FAST, offset_s=0.0)
     for i in range(60):
         buf.append(1020.0 + i, {"t": 1.0})
     w = buf.append(1080.0, {"t": 1.0})
@@ -39,7 +45,7 @@ def test_a_full_window_has_nothing_missing() -> None:
 
 
 def test_points_not_read_are_nan_and_counted() -> None:
-    buf = WindowBuffer("cc-1", FAST)
+    buf = WindowBuffer("cc-1", FAST, offset_s=0.0)
     buf.append(0.0, {"a": 1.0, "b": 2})
     buf.append(1.0, {"a": None, "b": 3, "run": True})
     buf.append(2.0, {"a": math.nan})
@@ -54,7 +60,7 @@ def test_points_not_read_are_nan_and_counted() -> None:
 
 
 def test_late_samples_are_dropped_and_counted() -> None:
-    buf = WindowBuffer("cc-1", FAST)
+    buf = WindowBuffer("cc-1", FAST, offset_s=0.0)
     buf.append(59.0, {"a": 1.0})
     assert buf.append(60.5, {"a": 2.0}) is not None
     assert buf.append(59.9, {"a": 3.0}) is None  # finished after the boundary
@@ -64,7 +70,7 @@ def test_late_samples_are_dropped_and_counted() -> None:
 
 
 def test_samples_out_of_order_inside_a_window_are_sorted() -> None:
-    buf = WindowBuffer("cc-1", FAST)
+    buf = WindowBuffer("cc-1", FAST, offset_s=0.0)
     buf.append(10.0, {"a": 10.0})
     buf.append(5.0, {"a": 5.0})
     buf.append(7.0, {"a": 7.0})
@@ -75,7 +81,7 @@ def test_samples_out_of_order_inside_a_window_are_sorted() -> None:
 
 def test_excess_samples_are_dropped_and_counted() -> None:
     group = PollGroup(name="g", period_s=1.0, window_s=10.0)
-    buf = WindowBuffer("cc-1", group)
+    buf = WindowBuffer("cc-1", group, offset_s=0.0)
     assert buf.max_samples == 20
     for i in range(25):
         buf.append(i * 0.1, {"a": float(i)})
@@ -89,12 +95,12 @@ def test_excess_samples_are_dropped_and_counted() -> None:
 
 
 def test_max_samples_rounds_up() -> None:
-    buf = WindowBuffer("x", PollGroup(name="g", period_s=7.0, window_s=30.0))
+    buf = WindowBuffer("x", PollGroup(name="g", period_s=7.0, window_s=30.0), offset_s=0.0)
     assert (buf.expected, buf.max_samples) == (5, 10)
 
 
 def test_close_due_closes_on_time_when_samples_stop() -> None:
-    buf = WindowBuffer("cc-1", FAST)
+    buf = WindowBuffer("cc-1", FAST, offset_s=0.0)
     assert buf.close_due(1000.0) is None  # nothing open
     buf.append(1000.0, {"a": 1.0})
     assert buf.close_due(1019.999) is None
@@ -107,7 +113,7 @@ def test_close_due_closes_on_time_when_samples_stop() -> None:
 
 
 def test_a_gap_skips_empty_windows() -> None:
-    buf = WindowBuffer("cc-1", FAST)
+    buf = WindowBuffer("cc-1", FAST, offset_s=0.0)
     buf.append(1000.0, {"a": 1.0})
     w = buf.append(1300.0, {"a": 2.0})
     assert w is not None and w.start == 960.0
@@ -116,7 +122,7 @@ def test_a_gap_skips_empty_windows() -> None:
 
 
 def test_a_clock_stepped_back_restarts_the_window() -> None:
-    buf = WindowBuffer("cc-1", FAST)
+    buf = WindowBuffer("cc-1", FAST, offset_s=0.0)
     buf.append(10_000.0, {"a": 1.0})
     buf.append(10_001.0, {"a": 1.0})
     assert buf.append(5_000.0, {"a": 2.0}) is None
@@ -127,7 +133,7 @@ def test_a_clock_stepped_back_restarts_the_window() -> None:
 
 
 def test_bad_input_breaks_loudly() -> None:
-    buf = WindowBuffer("cc-1", FAST)
+    buf = WindowBuffer("cc-1", FAST, offset_s=0.0)
     with pytest.raises(TypeError, match="serial"):
         buf.append(1.0, {"serial": "AB12"})  # type: ignore[dict-item]
     with pytest.raises(ValueError, match="finite"):
@@ -138,4 +144,78 @@ def test_one_buffer_per_poll_group() -> None:
     groups = [FAST, PollGroup(name="slow", period_s=60.0, window_s=900.0)]
     buffers = make_buffers("fan-1", groups)
     assert sorted(buffers) == ["fast", "slow"]
-    assert buffers["slow"].window_start(1000.0) == 900.0
+    offset = window_offset("fan-1", 900.0)
+    assert buffers["slow"].offset_s == offset
+    assert buffers["slow"].window_start(1000.0 + offset) == 900.0 + offset
+
+
+# (device id, window_s, offset): pinned, because a change would shift every gateway's
+# windows on upgrade
+OFFSETS = [
+    ("cc-1", 60.0, 11.458),
+    ("cc-1", 300.0, 131.458),
+    ("fan-1", 60.0, 24.079),
+    ("fan-1", 900.0, 204.079),
+    ("cc-1-001", 10.0, 2.77),
+    ("fan-1-002", 10.0, 8.575),
+]
+
+
+@pytest.mark.parametrize(("device_id", "window_s", "offset"), OFFSETS)
+def test_window_offset_is_a_stable_hash_of_the_device_id(
+    device_id: str, window_s: float, offset: float
+) -> None:
+    assert window_offset(device_id, window_s) == offset
+    group = PollGroup(name="g", period_s=1.0, window_s=window_s)
+    assert WindowBuffer(device_id, group).offset_s == offset
+
+
+@given(device_id=st.text(min_size=1, max_size=64), window_s=st.floats(1.0, 86400.0))
+def test_window_offset_is_whole_milliseconds_inside_the_window(
+    device_id: str, window_s: float
+) -> None:
+    offset = window_offset(device_id, window_s)
+    assert 0.0 <= offset < window_s
+    assert round(offset * 1000) == pytest.approx(offset * 1000, abs=1e-6)
+    assert window_offset(device_id, window_s) == offset
+
+
+def test_devices_windows_end_at_different_instants() -> None:
+    # the benchmark's fleet: compressors and fans alternating behind 5 gateways
+    ids = [f"{'cc' if u % 2 else 'fan'}-{g}-{u:03d}" for g in range(1, 6) for u in range(1, 11)]
+    group = PollGroup(name="g", period_s=0.1, window_s=10.0)
+    ends = sorted(WindowBuffer(d, group).window_start(1000.0) + 10.0 for d in ids)
+    assert len(set(ends)) == len(ids)  # no two of these 50 devices close together
+    assert ends[-1] - ends[0] > 8.0  # spread over the window, not bunched
+    assert max(b - a for a, b in itertools.pairwise(ends)) < 2.0
+
+
+def test_staggered_windows_are_window_s_long_and_survive_a_restart() -> None:
+    offset = window_offset("cc-1", 60.0)
+    assert 0.0 < offset < 60.0
+    buf = WindowBuffer("cc-1", FAST)
+    start = 960.0 + offset
+    assert buf.window_start(start) == start
+    assert buf.window_start(start - 0.001) == start - 60.0
+    for i in range(60):
+        assert buf.append(start + i, {"t": float(i)}) is None
+    assert buf.open_window == (start, start + 60.0)
+    w = buf.append(start + 60.0, {"t": 60.0})  # exactly at the end: the next window's
+    assert w is not None
+    assert (w.start, w.end, w.n_samples, w.n_missing) == (start, start + 60.0, 60, 0)
+    assert w.duration_s == pytest.approx(60.0)
+    nxt = buf.open_window
+    assert nxt is not None and nxt[0] == pytest.approx(start + 60.0)  # contiguous
+    # a new process (a restart) puts the same samples in the same windows
+    again = WindowBuffer("cc-1", FAST)
+    again.append(start + 30.0, {"t": 0.0})
+    assert again.open_window == (start, start + 60.0)
+    assert again.close_due(start + 59.999) is None
+    closed = again.close_due(start + 60.0)
+    assert closed is not None and closed.start == start
+
+
+@pytest.mark.parametrize("offset_s", [-0.001, 60.0, 61.0])
+def test_an_offset_outside_the_window_is_refused(offset_s: float) -> None:
+    with pytest.raises(ValueError, match="offset_s"):
+        WindowBuffer("cc-1", FAST, offset_s=offset_s)
