@@ -327,15 +327,15 @@ def fit_detector(
 def healthy_mask(
     t_end: F64,
     window_start: F64,
-    label_max: F64 | None,
+    labelled_rows: F64 | None,
     train_end: npt.NDArray[np.bool_],
     failures: Sequence[float],
     maintenance: Sequence[float],
 ) -> npt.NDArray[np.bool_]:
     """Windows fit to learn "healthy" from: in training, unlabelled, away from failures."""
     ok = train_end.copy()
-    if label_max is not None:
-        ok &= ~(label_max > 0)
+    if labelled_rows is not None:
+        ok &= ~(labelled_rows > 0)
     repairs = np.sort(np.asarray(maintenance, dtype=np.float64))
     for f in failures:
         after = repairs[repairs >= f]

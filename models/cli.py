@@ -274,7 +274,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from models.dataset import Dataset
     from models.export import load_detectors
     from models.metrics import AnomalyReport
-    from models.pipeline import RiskReport, risk_table, score_recording
+    from models.pipeline import RiskReport, risk_table, score_recording, score_windows
     from models.risk import load_risk
 
     detectors = load_detectors(args.model)
@@ -296,8 +296,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 raise ArtifactError(
                     f"{rec.file}: no model for asset type {rec.asset_type!r} in {args.model}"
                 )
+            sw = score_windows(ds, rec, det)  # once, for both evaluations
             if rec.label is not None:
-                rs = score_recording(ds, rec, det)
+                rs = score_recording(ds, rec, det, sw)
                 test = ~rec.train
                 report.add(
                     f"{rec.file}#{rec.asset_id}" if ds.spec.asset else rec.file,
@@ -308,7 +309,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 )
             rm = risks.get(rec.asset_type)
             if rm is not None and ds.spec.failures:
-                risk_report.add(risk_table(ds, rec, det), rm)
+                risk_report.add(risk_table(ds, rec, det, sw), rm)
             bar(rec)
     metrics: dict[str, Any] = {}
     if ds.spec.labels is not None:

@@ -193,6 +193,14 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
+def cpu_session(onnx_bytes: bytes) -> ort.InferenceSession:
+    """An onnxruntime session on the CPU, one thread per inference (offline scoring runs
+    one recording after another)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+
+
 @dataclass
 class LoadedDetector:
     """A model folder read back for offline scoring, running its ONNX graph."""
@@ -252,9 +260,6 @@ def _load_one(folder: Path) -> LoadedDetector:
     fleet = Baseline(
         center=inits["center"].astype(np.float64), scale=inits["scale"].astype(np.float64)
     )
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
     return LoadedDetector(
         folder=folder,
         manifest=manifest,
@@ -266,7 +271,7 @@ def _load_one(folder: Path) -> LoadedDetector:
             interval_s=float(extra["interval_s"]),
         ),
         fleet=fleet,
-        session=session,
+        session=cpu_session(onnx_bytes),
         scale_floor=None
         if extra.get("asset_scale_floor") is None
         else np.asarray(extra["asset_scale_floor"], dtype=np.float64),

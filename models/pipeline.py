@@ -61,15 +61,15 @@ def windowed(
     """Features over the recording's windows, and which windows are healthy training ones."""
     table = window_table(rec, names, size, hop)
     starts = rec.t[np.maximum(table.ends - size + 1, 0)]
-    label_max = None
+    labelled = None
     if rec.label is not None:
         lab = np.nan_to_num(rec.label, nan=0.0)
-        # max over each window's rows: a running max over the trailing `size` rows
+        # labelled rows in each window: differences of the running count
         csum = np.concatenate([[0.0], np.cumsum(lab)])
-        label_max = csum[table.ends + 1] - csum[np.maximum(table.ends + 1 - size, 0)]
+        labelled = csum[table.ends + 1] - csum[np.maximum(table.ends + 1 - size, 0)]
     failures = [f.time for f in ds.failures_of(rec.asset_id)]
     repairs = [e.time for e in ds.events_of(rec.asset_id) if e.kind == "maintenance"]
-    ok = healthy_mask(table.t_end, starts, label_max, rec.train[table.ends], failures, repairs)
+    ok = healthy_mask(table.t_end, starts, labelled, rec.train[table.ends], failures, repairs)
     return WindowedRecording(rec, list(names), table.x, table.ends, ok)
 
 
@@ -297,13 +297,32 @@ def score_recordings(
             progress(rec)
 
 
-def score_recording(ds: Dataset, rec: Recording, det: LoadedDetector) -> RowScores:
-    names = det.feature_names
-    w = windowed(ds, rec, names, det.windows.size, det.windows.hop)
+@dataclass
+class ScoredWindows:
+    """A recording's windows run through its detector (what scoring and risk both need)."""
+
+    windows: WindowedRecording
+    score: F64
+    contributions: F64
+
+
+def score_windows(ds: Dataset, rec: Recording, det: LoadedDetector) -> ScoredWindows:
+    """The detector's score and per-feature contributions at each of the recording's window
+    ends, the asset standardised against its own healthy training windows."""
+    w = windowed(ds, rec, det.feature_names, det.windows.size, det.windows.hop)
     base = asset_baseline(det.fleet, det.baseline_mode, w.x[w.healthy_train], det.scale_floor)
-    raw = det.fleet.to_raw(base.z(w.x))
-    scores, contrib = det.run(raw)
-    idx = row_index(rec.rows, w.ends)
+    score, contrib = det.run(det.fleet.to_raw(base.z(w.x)))
+    return ScoredWindows(w, score, contrib)
+
+
+def score_recording(
+    ds: Dataset, rec: Recording, det: LoadedDetector, sw: ScoredWindows | None = None
+) -> RowScores:
+    """Every row's score: that of the latest window ending at or before it."""
+    names = det.feature_names
+    sw = sw or score_windows(ds, rec, det)
+    scores, contrib = sw.score, sw.contributions
+    idx = row_index(rec.rows, sw.windows.ends)
     has = idx >= 0
     score = np.full(rec.rows, np.nan)
     score[has] = scores[idx[has]]
@@ -316,11 +335,12 @@ def score_recording(ds: Dataset, rec: Recording, det: LoadedDetector) -> RowScor
 
 
 # -- risk ---------------------------------------------------------------------------------
-def risk_table(ds: Dataset, rec: Recording, det: LoadedDetector) -> dict[str, Any]:
+def risk_table(
+    ds: Dataset, rec: Recording, det: LoadedDetector, sw: ScoredWindows | None = None
+) -> dict[str, Any]:
     """The risk model's inputs and labels at each of the recording's window ends."""
-    w = windowed(ds, rec, det.feature_names, det.windows.size, det.windows.hop)
-    base = asset_baseline(det.fleet, det.baseline_mode, w.x[w.healthy_train], det.scale_floor)
-    score, contrib = det.run(det.fleet.to_raw(base.z(w.x)))
+    sw = sw or score_windows(ds, rec, det)
+    w, score, contrib = sw.windows, sw.score, sw.contributions
     signals = list(dict.fromkeys(signal_of(n) for n in det.feature_names))
     col = {s: i for i, s in enumerate(signals)}
     shares = np.zeros((score.size, len(signals)))

@@ -382,14 +382,11 @@ def load_risk(folder: Path) -> LoadedRisk | None:
     path = folder / RISK_DIR
     if not (path / RISK_JSON).is_file():
         return None
-    import onnxruntime as ort
+    from models.export import cpu_session
 
     try:
         meta = json.loads((path / RISK_JSON).read_text(encoding="utf-8"))
         data = (path / RISK_ONNX).read_bytes()
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"{path}: cannot read the risk model ({exc})") from None
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    return LoadedRisk(meta=meta, session=session)
+    return LoadedRisk(meta=meta, session=cpu_session(data))

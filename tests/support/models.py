@@ -139,3 +139,10 @@ class Publisher:
         return folder
 
 
+
+
+def run_models(command: str, *args: str | Path) -> None:
+    """``edgewatch-models COMMAND ARGS... --no-progress``, which must succeed."""
+    from models.cli import main
+
+    assert main([command, *(str(a) for a in args), "--no-progress"]) == 0

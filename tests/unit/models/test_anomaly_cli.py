@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from support.models import run_models
 
 from edge_agent.config import ModelSettings
 from edge_agent.models import ModelStore
@@ -105,21 +106,7 @@ def test_score_is_causal_and_evaluate_finds_the_anomaly(tmp_path: Path) -> None:
     out = tmp_path / "model"
     fit(data, out)
     scores = tmp_path / "scores.csv"
-    assert (
-        main(
-            [
-                "score",
-                "--model",
-                str(out),
-                "--dataset",
-                str(data),
-                "--out",
-                str(scores),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    run_models("score", "--model", str(out), "--dataset", str(data), "--out", str(scores))
     rows = list(csv.DictReader(scores.read_text().splitlines()))
     assert len(rows) == 2400  # one per input row
     assert rows[0] == {
@@ -133,41 +120,13 @@ def test_score_is_causal_and_evaluate_finds_the_anomaly(tmp_path: Path) -> None:
     # Changing the future does not change any earlier row's score.
     other = synthetic(tmp_path / "ds2", future=5.0)
     scores2 = tmp_path / "scores2.csv"
-    assert (
-        main(
-            [
-                "score",
-                "--model",
-                str(out),
-                "--dataset",
-                str(other),
-                "--out",
-                str(scores2),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    run_models("score", "--model", str(out), "--dataset", str(other), "--out", str(scores2))
     rows2 = list(csv.DictReader(scores2.read_text().splitlines()))
     assert [r["score"] for r in rows2][:1000] == [r["score"] for r in rows][:1000]
     assert [r["score"] for r in rows2][1000:1200] != [r["score"] for r in rows][1000:1200]
 
     metrics = tmp_path / "metrics.json"
-    assert (
-        main(
-            [
-                "evaluate",
-                "--model",
-                str(out),
-                "--dataset",
-                str(data),
-                "--out",
-                str(metrics),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    run_models("evaluate", "--model", str(out), "--dataset", str(data), "--out", str(metrics))
     m = json.loads(metrics.read_text())["metrics"]["anomaly"]
     assert m["tp"] + m["fn"] == 300  # the labelled rows of the test part (900..1199)
     assert m["tp"] + m["fp"] + m["tn"] + m["fn"] == 2 * 600
@@ -227,21 +186,7 @@ def test_real_recordings_nab_end_to_end(tmp_path: Path) -> None:
     args = ["--window-rows", "12", "--hop-rows", "1", "--no-progress"]
     assert main(["fit", "--task", "anomaly", "--dataset", str(nab), "--out", str(out), *args]) == 0
     metrics = tmp_path / "m.json"
-    assert (
-        main(
-            [
-                "evaluate",
-                "--model",
-                str(out),
-                "--dataset",
-                str(nab),
-                "--out",
-                str(metrics),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    run_models("evaluate", "--model", str(out), "--dataset", str(nab), "--out", str(metrics))
     m = json.loads(metrics.read_text())["metrics"]["anomaly"]
     assert m["tp"] + m["fp"] + m["tn"] + m["fn"] == 69561 - 7 * 600  # rows after training
     assert len(m["per_file"]) == 7

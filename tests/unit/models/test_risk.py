@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from support.models import run_models
 
 from models import risk
 from models.cli import main
@@ -116,21 +117,7 @@ def test_fit_and_evaluate_a_risk_model(tmp_path: Path) -> None:
     assert p24.shape == ph.shape == (2,) and fp.shape == (2, 1) and contrib.shape == x.shape
 
     metrics = tmp_path / "m.json"
-    assert (
-        main(
-            [
-                "evaluate",
-                "--model",
-                str(out),
-                "--dataset",
-                str(test),
-                "--out",
-                str(metrics),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    run_models("evaluate", "--model", str(out), "--dataset", str(test), "--out", str(metrics))
     r = json.loads(metrics.read_text())["metrics"]["risk"]
     assert "anomaly" not in json.loads(metrics.read_text())["metrics"]  # no labels
     assert r["failures"] == 3  # the day-50(+) failures of pumps 0, 2, 4 are in the test part
