@@ -56,7 +56,12 @@ from edge_agent.alarms import AlarmEngine, AlarmEvent
 from edge_agent.config import DEFAULT_COMMIT_INTERVAL_S, LoadedConfig
 from edge_agent.configsync import check_config_change, install_config_change
 from edge_agent.errors import EdgeWatchError, ProtocolError, UpdateRefused
-from edge_agent.features import counter_features, signal_features, state_features
+from edge_agent.features import (
+    COUNTER_FEATURES,
+    SIGNAL_FEATURES,
+    STATE_FEATURES,
+    feature_vector,
+)
 from edge_agent.forwarder import Forwarder
 from edge_agent.models import ModelStore
 from edge_agent.poller import Poller, PollResult
@@ -110,24 +115,22 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+_KIND_FEATURES = {
+    PointKind.MEASUREMENT: SIGNAL_FEATURES,
+    PointKind.COUNTER: COUNTER_FEATURES,
+    PointKind.STATE: STATE_FEATURES,
+}
+
+
 def window_features(window: Window, profile: DeviceProfile) -> dict[str, float | None]:
-    """Every feature of every point in a closed window, by ``point__feature`` name."""
-    out: dict[str, float | None] = {}
-    t = window.ts
+    """Every feature of every point in a closed window, by ``point__feature`` name (one
+    vectorised :func:`~edge_agent.features.feature_vector` call for the whole window)."""
     kinds = {p.name: p.kind for p in profile.points}
-    for name, series in window.series.items():
-        kind = kinds[name]
-        if kind is PointKind.MEASUREMENT:
-            feats = signal_features(series, t)
-        elif kind is PointKind.COUNTER:
-            feats = counter_features(series, t)
-        elif kind is PointKind.STATE:
-            feats = state_features(series, t)
-        else:
-            continue
-        for f, v in feats.items():
-            out[f"{name}__{f}"] = _finite(float(v))
-    return out
+    names = [
+        f"{point}__{f}" for point in window.series for f in _KIND_FEATURES.get(kinds[point], ())
+    ]
+    values = feature_vector(window.series, names, window.ts)
+    return {n: _finite(float(v)) for n, v in zip(names, values, strict=True)}
 
 
 class Agent:
