@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from edge_agent.config import LoadedConfig, parse_config
-from edge_agent.poller import BackoffPolicy, Poller, PollResult
+from edge_agent.poller import BackoffPolicy, Poller, PollResult, backoff_ceiling
 from edge_agent.profiles import DataType, DeviceProfile, Point, builtin_profiles
 from edge_agent.registers import quantize
 from firmware_sim.clock import SimClock
@@ -249,14 +249,25 @@ def test_fault_no_crash_no_bad_value_recovery(sim: Sim, transport: str, kind: st
             end = max(end, unit.down_until)
         ended.append(end)
         slow = 4 * FAST if kind == "reboot" else 0.0  # the counters are in the slow group
-        await asyncio.sleep(max(0.0, end - time.monotonic()) + 2.5 * FAST + slow)
+        # An outage of 4 periods backs the device off by up to 4 periods (jittered): the
+        # next try may come that long after the device is back, plus a timeout.
+        backoff = 4 * FAST if kind == "offline" else 0.0
+        await asyncio.sleep(max(0.0, end - time.monotonic()) + 2.5 * FAST + slow + backoff)
 
     run.run(scenario)
     assert_no_bad_values(sim, run.results)
     end = ended[0]
     after = [x for x in run.of(device, "fast") if x.ts >= end and good(x)]
     assert after, "no good poll after the fault"
-    assert after[0].ts <= end + 2 * FAST + 0.05, (after[0].ts - end)
+    # Read again as soon as the backoff in force allows: the first attempt after the device
+    # is back succeeds, and it comes no later than the next due poll after the backoff
+    # interval that followed the last failed attempt (plus a little scheduling slack).
+    before = [x for x in run.of(device, "fast") if x.ts < after[0].ts]
+    assert not [x for x in before if x.errors and x.ts > end + 0.05], "failed after recovery"
+    failures = len(list(itertools.takewhile(lambda x: bool(x.errors), reversed(before))))
+    last_try = max((x.ts for x in before if x.errors), default=end)
+    retry_at = last_try + TIMEOUT + backoff_ceiling(BackoffPolicy(), failures, FAST)
+    assert after[0].ts <= max(end, retry_at) + FAST + 0.1, (after[0].ts - end, failures)
     failed = [x for x in run.of(device) if x.errors]
     assert failed, "the fault was not seen"
     assert all(not x.values.keys() & x.errors.keys() for x in run.results)

@@ -635,7 +635,8 @@ def test_rtu_byte_timing_takes_the_wire_time(sim: Sim) -> None:
         took = time.monotonic() - t0
         assert len(words) == n
         assert took >= wire, f"{took:.3f} s < wire time {wire:.3f} s"
-        assert took < wire * 2 + 0.3
+        # Not much longer either (a loaded test machine adds scheduling delay, not wire time).
+        assert took < wire * 3 + 0.5, f"{took:.3f} s for a wire time of {wire:.3f} s"
         point = FC.point("power")
         value = decode_point(point, words[point.address : point.end]).value
         assert value == expected(point, sim.source.values["fc-slow"]["power"])

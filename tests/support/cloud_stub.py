@@ -64,13 +64,27 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
 
 
 class Broker:
-    """A private mosquitto on a fixed loopback port that can be killed and started again."""
+    """A private mosquitto on a fixed loopback port that can be killed and started again.
 
-    def __init__(self, workdir: Path, port: int | None = None, *, persistence: bool = False):
+    With ``password_file`` (and usually ``acl_file``) it refuses anonymous clients and
+    checks those files, as the production broker does; :meth:`reload` makes it re-read
+    them (SIGHUP)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        persistence: bool = False,
+        password_file: Path | None = None,
+        acl_file: Path | None = None,
+    ):
         self.workdir = workdir
         self.port = port or free_port()
         self.host = LOOPBACK
         self.persistence = persistence
+        self.password_file = password_file
+        self.acl_file = acl_file
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         binary = os.environ.get("EDGEWATCH_MOSQUITTO") or shutil.which("mosquitto")
@@ -84,7 +98,13 @@ class Broker:
         self.starts += 1
         log = self.workdir / f"mosquitto-{self.port}.log"
         conf = self.workdir / f"mosquitto-{self.port}.conf"
-        lines = [f"listener {self.port} {LOOPBACK}", "allow_anonymous true"]
+        lines = [f"listener {self.port} {LOOPBACK}"]
+        if self.password_file is None:
+            lines.append("allow_anonymous true")
+        else:
+            lines += ["allow_anonymous false", f"password_file {self.password_file}"]
+        if self.acl_file is not None:
+            lines.append(f"acl_file {self.acl_file}")
         if self.persistence:
             lines += ["persistence true", f"persistence_location {self.workdir}/"]
         else:
@@ -111,6 +131,11 @@ class Broker:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"mosquitto could not start on {self.port}; log {log}")
             time.sleep(0.2)
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the password and ACL files (connected clients stay connected)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGHUP)
 
     def kill(self) -> None:
         """SIGKILL: a broker crash."""

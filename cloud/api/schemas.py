@@ -1,0 +1,515 @@
+"""Request and response bodies of the REST API (pydantic), with OpenAPI examples.
+
+Shapes and ranges are declared here so that they appear in the OpenAPI schema; the
+registry services check the same rules again (the command line uses them without these
+models). Responses are built from ORM objects inside the request's unit of work
+(``from_attributes``), never by serialising ORM objects after the session closed.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from cloud.auth.gateways import is_active
+from cloud.registry.models import (
+    Criticality,
+    Device,
+    EventKind,
+    Gateway,
+    GatewayCredential,
+    Role,
+    SiteKind,
+)
+from cloud.tsdb.base import FieldValue
+
+Ident = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="an id as in the gateway config (edge_agent.protocol.IDENT_RE)",
+    ),
+]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+OptionalText = Annotated[str | None, Field(max_length=1000)]
+OccupantFlag = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+
+EXAMPLE_CLIENT_ID = "6c2f4a52-3a8e-4c5b-9a55-0f3b1c8d2e10"
+EXAMPLE_SITE_ID = "0d6f8b1e-5a3c-4f0e-8b7a-2c9d4e6f1a23"
+EXAMPLE_DEVICE_ID = "9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d"
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ErrorBody(BaseModel):
+    """Every error response: a stable machine-readable ``error`` and a human ``detail``."""
+
+    error: str = Field(
+        description="not_found, conflict, invalid_input, unauthorized, forbidden, "
+        "registry_unavailable, store_unavailable, store_error, method_not_allowed, "
+        "internal_error"
+    )
+    detail: Any = Field(description="what went wrong (a list of problems for invalid input)")
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"error": "not_found", "detail": "site not found"}]}
+    )
+
+
+# ---- auth ---------------------------------------------------------------------------------
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the OAuth2 token type
+    expires_in: int = Field(description="seconds until the token expires")
+
+
+class ApiKeyIn(_In):
+    name: Name = Field(description="what the key is for, e.g. 'grafana'")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "grafana"}]})
+
+
+class ApiKeyOut(_Out):
+    id: str
+    name: str
+    prefix: str = Field(description="the key's first characters, to tell keys apart")
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyIssued(ApiKeyOut):
+    key: str = Field(description="the API key; shown this once, store it now")
+
+
+# ---- clients ------------------------------------------------------------------------------
+
+
+class ClientIn(_In):
+    name: Name
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"name": "Jumeirah Hotels"}]}
+    )
+
+
+class ClientPatch(_In):
+    name: Name | None = None
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"name": "Jumeirah Hotels LLC"}]}
+    )
+
+
+class ClientOut(_Out):
+    id: str
+    name: str
+    created_at: datetime
+
+
+# ---- sites --------------------------------------------------------------------------------
+
+Latitude = Annotated[float | None, Field(ge=-90, le=90)]
+Longitude = Annotated[float | None, Field(ge=-180, le=180)]
+FloorArea = Annotated[float | None, Field(gt=0, le=10_000_000, description="m²")]
+Timezone = Annotated[
+    str, Field(min_length=1, max_length=64, description="IANA name, e.g. Asia/Dubai")
+]
+
+
+class SiteIn(_In):
+    client_id: str
+    name: Name
+    kind: SiteKind
+    floor_area_m2: FloorArea = None
+    latitude: Latitude = None
+    longitude: Longitude = None
+    address: OptionalText = None
+    timezone: Timezone = "UTC"
+    tariff: dict[str, Any] | None = Field(
+        None, description='e.g. {"currency": "AED", "energy_per_kwh": 0.38}'
+    )
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "client_id": EXAMPLE_CLIENT_ID,
+                    "name": "Dubai Marina tower",
+                    "kind": "hotel",
+                    "floor_area_m2": 42000,
+                    "latitude": 25.08,
+                    "longitude": 55.14,
+                    "address": "Al Marsa St, Dubai Marina",
+                    "timezone": "Asia/Dubai",
+                    "tariff": {"currency": "AED", "energy_per_kwh": 0.38},
+                }
+            ]
+        },
+    )
+
+
+class SitePatch(_In):
+    """Facility managers may send only address, latitude, longitude and floor_area_m2."""
+
+    name: Name | None = None
+    kind: SiteKind | None = None
+    floor_area_m2: FloorArea = None
+    latitude: Latitude = None
+    longitude: Longitude = None
+    address: OptionalText = None
+    timezone: Timezone | None = None
+    tariff: dict[str, Any] | None = None
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"address": "Al Marsa St 12, Dubai Marina"}]},
+    )
+
+
+class SiteOut(_Out):
+    id: str
+    client_id: str
+    name: str
+    kind: SiteKind
+    floor_area_m2: float | None
+    latitude: float | None
+    longitude: float | None
+    address: str | None
+    timezone: str
+    tariff: dict[str, Any] | None
+    created_at: datetime
+
+
+class SiteRollupOut(_Out):
+    start: float = Field(description="interval start, seconds since the epoch")
+    devices_reporting: int
+    energy_kwh: float
+    windows: int
+    anomalous_windows: int
+    mean_score: float | None
+    max_score: float | None
+    alarms_raised: int
+
+
+# ---- gateways -----------------------------------------------------------------------------
+
+
+class GatewayIn(_In):
+    id: Ident
+    site_id: str
+    name: Annotated[str | None, Field(max_length=200)] = None
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"id": "gw-dxb-1", "site_id": EXAMPLE_SITE_ID, "name": "plant room controller"}
+            ]
+        },
+    )
+
+
+class GatewayPatch(_In):
+    name: Annotated[str | None, Field(max_length=200)] = None
+    site_id: str | None = None
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"name": "roof plant controller"}]}
+    )
+
+
+class GatewayOut(BaseModel):
+    id: str
+    site_id: str
+    client_id: str
+    name: str | None
+    created_at: datetime
+    last_seen_at: datetime | None
+    last_seq: int | None
+
+    @classmethod
+    def of(cls, gateway: Gateway) -> GatewayOut:
+        return cls(
+            id=gateway.id,
+            site_id=gateway.site_id,
+            client_id=gateway.site.client_id,
+            name=gateway.name,
+            created_at=gateway.created_at,
+            last_seen_at=gateway.last_seen_at,
+            last_seq=gateway.last_seq,
+        )
+
+
+class CredentialOut(BaseModel):
+    id: str
+    gateway_id: str
+    mqtt_username: str = Field(description="the MQTT username that goes with this secret")
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    active: bool
+
+    @classmethod
+    def of(cls, credential: GatewayCredential, now: datetime) -> CredentialOut:
+        return cls(
+            id=credential.id,
+            gateway_id=credential.gateway_id,
+            mqtt_username=credential.mqtt_username,
+            created_at=credential.created_at,
+            expires_at=credential.expires_at,
+            revoked_at=credential.revoked_at,
+            active=is_active(credential, now),
+        )
+
+
+class CredentialIssued(CredentialOut):
+    secret: str = Field(
+        description="the MQTT password and HTTPS uplink bearer token; shown this once"
+    )
+
+
+# ---- devices ------------------------------------------------------------------------------
+
+
+class DeviceIn(_In):
+    gateway_id: str
+    name: Ident = Field(description="the device's id in its gateway's config")
+    asset_type: Ident
+    profile: Ident | None = None
+    make: Annotated[str | None, Field(max_length=200)] = None
+    model: Annotated[str | None, Field(max_length=200)] = None
+    serial: Annotated[str | None, Field(max_length=200)] = None
+    install_date: date | None = None
+    warranty_end: date | None = None
+    criticality: Criticality = Criticality.MEDIUM
+    location: OptionalText = None
+    occupant_flags: Annotated[list[OccupantFlag], Field(max_length=16)] = []
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "gateway_id": "gw-dxb-1",
+                    "name": "cc-dxb-01",
+                    "asset_type": "compressor",
+                    "profile": "ew-cc100",
+                    "make": "Bitzer",
+                    "model": "4FES-5Y",
+                    "serial": "BZ-2291-77",
+                    "install_date": "2023-04-01",
+                    "warranty_end": "2026-03-31",
+                    "criticality": "high",
+                    "location": "roof, plant room 2",
+                    "occupant_flags": ["vulnerable_occupant"],
+                }
+            ]
+        },
+    )
+
+
+class DevicePatch(_In):
+    """Facility managers may send only location and occupant_flags."""
+
+    gateway_id: str | None = None
+    name: Ident | None = None
+    asset_type: Ident | None = None
+    profile: Ident | None = None
+    make: Annotated[str | None, Field(max_length=200)] = None
+    model: Annotated[str | None, Field(max_length=200)] = None
+    serial: Annotated[str | None, Field(max_length=200)] = None
+    install_date: date | None = None
+    warranty_end: date | None = None
+    criticality: Criticality | None = None
+    location: OptionalText = None
+    occupant_flags: Annotated[list[OccupantFlag] | None, Field(max_length=16)] = None
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"location": "roof, plant room 3", "occupant_flags": ["vulnerable_occupant"]}
+            ]
+        },
+    )
+
+
+class DeviceOut(BaseModel):
+    id: str
+    gateway_id: str
+    site_id: str
+    client_id: str
+    name: str
+    asset_type: str
+    profile: str | None
+    make: str | None
+    model: str | None
+    serial: str | None
+    install_date: date | None
+    warranty_end: date | None
+    criticality: Criticality
+    location: str | None
+    occupant_flags: list[str]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, device: Device) -> DeviceOut:
+        return cls(
+            id=device.id,
+            gateway_id=device.gateway_id,
+            site_id=device.gateway.site_id,
+            client_id=device.gateway.site.client_id,
+            name=device.name,
+            asset_type=device.asset_type,
+            profile=device.profile,
+            make=device.make,
+            model=device.model,
+            serial=device.serial,
+            install_date=device.install_date,
+            warranty_end=device.warranty_end,
+            criticality=device.criticality,
+            location=device.location,
+            occupant_flags=list(device.occupant_flags or []),
+            created_at=device.created_at,
+        )
+
+
+class DeviceEventIn(_In):
+    kind: EventKind
+    summary: Annotated[str, Field(min_length=1, max_length=10_000)]
+    at: AwareDatetime | None = Field(None, description="when it happened (default: now)")
+    detail: dict[str, Any] | None = None
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "kind": "part_replaced",
+                    "summary": "replaced the condenser fan motor",
+                    "at": "2026-02-11T09:30:00Z",
+                    "detail": {"part": "fan motor", "ticket": "INC0012345"},
+                }
+            ]
+        },
+    )
+
+
+class DeviceEventOut(_Out):
+    id: str
+    device_id: str
+    at: datetime
+    kind: EventKind
+    summary: str
+    detail: dict[str, Any] | None
+    created_by: str | None
+
+
+class LatestOut(BaseModel):
+    ts: float = Field(description="seconds since the epoch")
+    tags: dict[str, str]
+    fields: dict[str, FieldValue]
+
+
+class FeatureRowOut(_Out):
+    ts: float = Field(description="the window's end, seconds since the epoch")
+    group: str
+    features: dict[str, float]
+
+
+class EnergyIntervalOut(_Out):
+    start: float
+    counter: str
+    last: float | None
+    consumed: float | None
+
+
+class LifecycleOut(BaseModel):
+    """A device's file: what it is, where, what happened to it, what it reports."""
+
+    device: DeviceOut
+    gateway: GatewayOut
+    site: SiteOut
+    client: ClientOut
+    events: list[DeviceEventOut] = Field(description="newest first")
+    latest: dict[str, LatestOut] = Field(
+        description="the newest stored point of each measurement (features, score, alarm, "
+        "energy, health)"
+    )
+    last_alarm: LatestOut | None = Field(description="the newest alarm record, if any")
+
+
+# ---- users --------------------------------------------------------------------------------
+
+Password = Annotated[str, Field(min_length=10, max_length=1024)]
+Email = Annotated[str, Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
+
+
+class UserIn(_In):
+    email: Email
+    role: Role
+    client_id: str | None = Field(None, description="required for facility managers only")
+    name: Annotated[str | None, Field(max_length=200)] = None
+    password: Password | None = None
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "email": "fm@jumeirah.example",
+                    "role": "facility_manager",
+                    "client_id": EXAMPLE_CLIENT_ID,
+                    "name": "Layla Haddad",
+                    "password": "correct horse battery",
+                }
+            ]
+        },
+    )
+
+
+class UserPatch(_In):
+    email: Email | None = None
+    name: Annotated[str | None, Field(max_length=200)] = None
+    role: Role | None = None
+    client_id: str | None = None
+    active: bool | None = None
+    password: Password | None = None
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"name": "Layla Haddad-Khan"}]}
+    )
+
+
+class UserOut(_Out):
+    id: str
+    email: str
+    name: str | None
+    role: Role
+    client_id: str | None
+    active: bool
+    created_at: datetime
+
+
+# ---- health -------------------------------------------------------------------------------
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, str] = Field(description='"ok", or why the dependency failed')

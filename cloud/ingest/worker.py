@@ -1,0 +1,357 @@
+"""MQTT ingest workers: the shared subscription, store, then ack.
+
+Each worker is one MQTT v5 client in the shared subscription ``$share/<group>/...``, so
+the broker splits gateways' batches between any number of workers. A worker:
+
+1. takes messages from the broker with manual acknowledgement: the broker sends at most
+   ``receive_maximum`` messages that the worker has not yet acknowledged (MQTT flow
+   control is the queue's limit; a message over it waits in the broker);
+2. stores up to ``max_batches`` waiting batches with one store write;
+3. only then publishes each gateway's :class:`~edge_agent.protocol.Ack` (QoS 1) and
+   acknowledges the messages to the broker.
+
+If the store is unavailable the worker keeps the messages, retries the write with
+backoff (``retry_min_s`` doubling to ``retry_max_s``) and acks nothing meanwhile; the
+gateways keep their records. A killed worker loses nothing: what it had not stored was
+not acknowledged, and the gateway sends it again.
+
+``run(settings, workers=N)`` starts N worker processes and supervises them.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import queue
+import signal
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from cloud.errors import CloudError, StoreError, StoreUnavailable
+from cloud.ingest import metrics
+from cloud.ingest.directory import Directory
+from cloud.ingest.service import BatchRefused, IngestService, Prepared
+from cloud.settings import Settings
+from edge_agent.errors import ProtocolError
+from edge_agent.protocol import TOPIC_ROOT, Ack, ack_topic, encode_ack, parse_topic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Message:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+
+
+def shared_filter(group: str) -> str:
+    """The shared subscription of the ingest workers of ``group``."""
+    return f"$share/{group}/{TOPIC_ROOT}/+/up"
+
+
+class IngestWorker:
+    """One MQTT ingest worker (see the module docstring). ``start()``, then ``stop()``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        service: IngestService,
+        *,
+        client_id: str,
+        receive_maximum: int = 256,
+        max_batches: int = 64,
+        retry_min_s: float = 0.2,
+        retry_max_s: float = 10.0,
+    ) -> None:
+        self.settings = settings
+        self.service = service
+        self.client_id = client_id
+        self.receive_maximum = receive_maximum
+        self.max_batches = max_batches
+        self.retry_min_s = retry_min_s
+        self.retry_max_s = retry_max_s
+        self._queue: queue.Queue[_Message] = queue.Queue()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._prepared: queue.Queue[list[tuple[_Message, Prepared]] | None] = queue.Queue(1)
+        self._connected = threading.Event()
+        self.counts: dict[str, int] = {"batches": 0, "stored": 0, "refused": 0, "retries": 0}
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if settings.mqtt_username:
+            password = settings.mqtt_password
+            self._client.username_pw_set(
+                settings.mqtt_username, password.get_secret_value() if password else None
+            )
+        if settings.mqtt_tls:
+            context = ssl.create_default_context(
+                cafile=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None
+            )
+            self._client.tls_set_context(context)
+        self._client.reconnect_delay_set(1, 10)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+
+    # -- broker side (paho's network thread) -------------------------------------------------
+    def _on_connect(
+        self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any = None
+    ) -> None:
+        if reason.is_failure:
+            log.error("ingest worker %s: broker refused the connection: %s", self.client_id, reason)
+            return
+        client.subscribe(shared_filter(self.settings.ingest_share_group), qos=1)
+        self._connected.set()
+        log.info("ingest worker %s connected", self.client_id)
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self._connected.clear()
+        if not self._stopping.is_set():
+            log.warning(
+                "ingest worker %s lost the broker (%s); reconnecting", self.client_id, reason
+            )
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        self._queue.put(_Message(msg.topic, bytes(msg.payload), msg.mid, msg.qos))
+        metrics.QUEUED.inc()
+
+    # -- life cycle ------------------------------------------------------------------------
+    def start(self, timeout: float = 10.0) -> None:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.ReceiveMaximum = self.receive_maximum
+        try:
+            self._client.connect(
+                self.settings.mqtt_host,
+                self.settings.mqtt_port,
+                keepalive=30,
+                clean_start=True,
+                properties=props,
+            )
+        except OSError as exc:
+            raise CloudError(
+                f"ingest worker cannot reach the broker at "
+                f"{self.settings.mqtt_host}:{self.settings.mqtt_port}: {exc}"
+            ) from None
+        self._client.loop_start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"ingest-prepare-{self.client_id}"),
+            threading.Thread(target=self._commit_loop, name=f"ingest-store-{self.client_id}"),
+        ]
+        for thread in self._threads:
+            thread.start()
+        if not self._connected.wait(timeout):
+            self.stop()
+            raise CloudError(f"ingest worker {self.client_id}: no CONNACK within {timeout} s")
+
+    def wait_subscribed(self, timeout: float = 10.0) -> bool:
+        return self._connected.wait(timeout)
+
+    def stop(self) -> None:
+        """Store and ack what was received, then leave the broker."""
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    # -- storing ---------------------------------------------------------------------------
+    def _run(self) -> None:
+        """Decode and map what the broker delivered, in groups of up to ``max_batches``
+        batches, while the store thread writes the group before (the two overlap: the
+        store's round trip does not hold the interpreter)."""
+        while True:
+            try:
+                first = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._stopping.is_set():
+                    self._prepared.put(None)
+                    return
+                continue
+            messages = [first]
+            while len(messages) < self.max_batches:
+                try:
+                    messages.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            group = self._prepare(messages)
+            if group:
+                self._prepared.put(group)
+
+    def _prepare(self, messages: list[_Message]) -> list[tuple[_Message, Prepared]]:
+        group: list[tuple[_Message, Prepared]] = []
+        for m in messages:
+            self.counts["batches"] += 1
+            try:
+                gateway_id, _rest = parse_topic(m.topic)
+                group.append((m, self.service.prepare(m.payload, gateway_id)))
+            except (BatchRefused, ProtocolError) as exc:
+                # Nothing to store or ack; the message is done with.
+                self.counts["refused"] += 1
+                log.debug("batch on %s refused: %s", m.topic, exc)
+                self._client.ack(m.mid, m.qos)
+                metrics.QUEUED.dec()
+        return group
+
+    def _commit_loop(self) -> None:
+        """Store each prepared group, then ack it to the gateways and to the broker."""
+        while (group := self._prepared.get()) is not None:
+            acks = self._commit([p for _, p in group])
+            metrics.QUEUED.dec(len(group))
+            if acks is None:  # stopping while the store is down: leave them unacknowledged
+                continue
+            for (m, p), ack in zip(group, acks, strict=True):
+                self._client.publish(ack_topic(p.gateway_id), encode_ack(ack), qos=1)
+                metrics.ACKS.labels("mqtt").inc()
+                self._client.ack(m.mid, m.qos)
+                self.counts["stored"] += len(p.points)
+
+    def _commit(self, batches: list[Prepared]) -> list[Ack] | None:
+        delay = self.retry_min_s
+        while True:
+            try:
+                return self.service.commit(batches)
+            except StoreUnavailable as exc:
+                self.counts["retries"] += 1
+                if self.counts["retries"] == 1 or delay >= self.retry_max_s:
+                    log.error("time-series store unavailable, retrying: %s", exc)
+                if self._stopping.wait(delay):
+                    return None
+                delay = min(delay * 2, self.retry_max_s)
+            except StoreError as exc:  # refused even one by one: a store-side bug
+                log.error("time-series store refused a write; not acked: %s", exc)
+                return None
+
+
+# ---- processes ---------------------------------------------------------------------------
+
+
+def build_service(settings: Settings, transport: str = "mqtt") -> IngestService:
+    """An ingest service on the configured store and registry."""
+    from cloud.db import create_engine_from_settings, make_sessionmaker
+    from cloud.ingest.directory import SqlDirectory
+    from cloud.tsdb import open_store
+
+    engine = create_engine_from_settings(settings)
+    directory: Directory = SqlDirectory(
+        make_sessionmaker(engine), refresh_s=settings.ingest_registry_refresh_s
+    )
+    return IngestService(
+        open_store(settings),
+        directory,
+        max_future_s=settings.ingest_max_future_s,
+        transport=transport,
+    )
+
+
+ROLLUP_EVERY_S = 3600.0
+ROLLUP_LOOKBACK_S = 3 * 3600
+"""Each hourly rollup run covers the last three hours again, so late records count."""
+
+
+def rollup_loop(store: object, stop: threading.Event, *, first_delay_s: float = 60.0) -> None:
+    """The scheduled downsampling of an :class:`~cloud.tsdb.influx.InfluxStore` (InfluxDB
+    2.x and 3.x have no continuous queries): every hour, the whole hours of the last
+    :data:`ROLLUP_LOOKBACK_S`. The first ingest worker runs it; it is idempotent, so a
+    second one doing the same is harmless. Stores without ``rollup`` are left alone."""
+    rollup = getattr(store, "rollup", None)
+    if rollup is None:
+        return
+    delay = first_delay_s
+    while not stop.wait(delay):
+        end = time.time() // 3600 * 3600
+        try:
+            written = rollup(end - ROLLUP_LOOKBACK_S, end)
+            log.info("rollup of the %d hours before %s: %d points", 3, end, written)
+            delay = ROLLUP_EVERY_S
+        except StoreError as exc:
+            log.error("rollup failed, trying again in 5 minutes: %s", exc)
+            delay = 300.0
+
+
+def _serve(settings: Settings, index: int, metrics_port: int | None) -> None:
+    """One worker: runs until SIGTERM or SIGINT."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port + index, addr=settings.api_host)
+    stop = threading.Event()
+
+    def on_signal(_sig: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker = IngestWorker(
+        settings,
+        build_service(settings),
+        client_id=f"edgewatch-ingest-{multiprocessing.current_process().pid}-{index}",
+    )
+    worker.start()
+    rollups = None
+    if index == 0:
+        rollups = threading.Thread(
+            target=rollup_loop, args=(worker.service.store, stop), name="rollup", daemon=True
+        )
+        rollups.start()
+    stop.wait()
+    worker.stop()
+    if rollups is not None:
+        rollups.join(30)
+    worker.service.store.close()
+
+
+def run(settings: Settings, workers: int = 1, metrics_port: int | None = None) -> int:
+    """Run ``workers`` workers until SIGTERM/SIGINT. One worker runs in this process; more
+    run as child processes of this one, which starts a child again when it dies. Each
+    worker serves its Prometheus metrics on ``metrics_port + index`` when given."""
+    if workers < 1:
+        raise CloudError(f"--workers {workers}: at least one worker is needed")
+    if workers == 1:
+        _serve(settings, 0, metrics_port)
+        return 0
+    context = multiprocessing.get_context("spawn")
+    stop = threading.Event()
+
+    def on_signal(_sig: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    procs: dict[int, Any] = {}
+    while not stop.is_set():
+        for i in range(workers):
+            proc = procs.get(i)
+            if proc is None or not proc.is_alive():
+                if proc is not None:
+                    log.error("ingest worker %d exited (%s); starting it again", i, proc.exitcode)
+                procs[i] = context.Process(
+                    target=_serve, args=(settings, i, metrics_port), name=f"ingest-{i}"
+                )
+                procs[i].start()
+        stop.wait(1.0)
+    for proc in procs.values():
+        proc.terminate()
+    for proc in procs.values():
+        proc.join(30)
+    return 0
+
+
+__all__ = ["IngestWorker", "build_service", "run", "shared_filter"]

@@ -1,0 +1,1 @@
+"""Alembic migrations of the SQL registry (run by :func:`cloud.db.migrate`)."""

@@ -1,0 +1,1 @@
+"""The SQL registry: clients, sites, gateways, devices, users and credentials."""

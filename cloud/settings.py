@@ -1,0 +1,106 @@
+"""Typed settings of the cloud service, validated at start-up.
+
+Settings come from keyword arguments (tests), then ``EDGEWATCH_CLOUD_*`` environment
+variables, then an optional env file; nothing is read at import time. A bad value fails
+with :class:`cloud.errors.ConfigError` naming the setting (``EDGEWATCH_CLOUD_<NAME>``) and
+what was expected. Placeholder secrets are refused outside ``environment=development``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cloud.errors import ConfigError
+
+ENV_PREFIX = "EDGEWATCH_CLOUD_"
+PLACEHOLDER_SECRET = "development-only-secret-change-me"  # noqa: S105 - refused in production
+
+
+class Settings(BaseSettings):
+    """Every knob of ``edgewatch-cloud``; see ``deploy/cloud/cloud.example.env``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, validate_default=True
+    )
+
+    environment: Literal["development", "production"] = "development"
+    secret_key: SecretStr = Field(
+        SecretStr(PLACEHOLDER_SECRET),
+        description="Signs bearer tokens (HS256); at least 32 characters outside development.",
+    )
+    token_ttl_s: int = Field(3600, ge=60, le=86_400 * 7)
+
+    # --- relational registry (SQLAlchemy URL) ---
+    database_url: str = "sqlite:///edgewatch-cloud.db"
+
+    # --- time-series store ---
+    tsdb: Literal["sqlite", "influxdb"] = "sqlite"
+    tsdb_sqlite_path: Path = Path("edgewatch-ts.db")
+    influx_url: str = "http://127.0.0.1:8086"
+    influx_database: str = Field("edgewatch", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+    influx_token: SecretStr | None = Field(None, description="InfluxDB 2.x/3.x token (v1 API)")
+    influx_username: str | None = None
+    influx_password: SecretStr | None = None
+    influx_retention: str = Field(
+        "400d", pattern=r"^(INF|[0-9]+[hdw])$", description="raw points kept this long"
+    )
+    influx_rollup_retention: str = Field("INF", pattern=r"^(INF|[0-9]+[hdw])$")
+    influx_batch_points: int = Field(5000, ge=1, le=100_000)
+    influx_timeout_s: float = Field(10.0, gt=0, le=300)
+    influx_manage_schema: bool = Field(
+        True, description="create the database, retention policies and rollups at start-up"
+    )
+
+    # --- ingest ---
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = Field(1883, ge=1, le=65_535)
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr | None = None
+    mqtt_tls: bool = False
+    mqtt_ca_file: Path | None = None
+    ingest_share_group: str = Field("ingest", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    ingest_max_future_s: float = Field(
+        300.0, ge=0, description="records stamped further ahead of the cloud's clock are rejected"
+    )
+    ingest_registry_refresh_s: float = Field(30.0, gt=0)
+
+    # --- API ---
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=1, le=65_535)
+
+    # --- gateway credentials ---
+    gateway_credential_grace_s: int = Field(
+        86_400,
+        ge=0,
+        le=30 * 86_400,
+        description="after a rotation, the previous credential stays valid this long",
+    )
+
+    @model_validator(mode="after")
+    def _production_secrets(self) -> Settings:
+        if self.environment != "development":
+            key = self.secret_key.get_secret_value()
+            if key == PLACEHOLDER_SECRET or len(key) < 32:
+                raise ValueError(
+                    "secret_key: the development placeholder or a key shorter than 32 "
+                    "characters is refused outside development"
+                )
+        return self
+
+
+def load_settings(env_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from ``overrides``, the environment and ``env_file``; a
+    :class:`ConfigError` naming the setting when a value is wrong."""
+    try:
+        if env_file is not None:
+            return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "settings"
+        key = f"{ENV_PREFIX}{loc.upper()}" if first["loc"] else loc
+        raise ConfigError(key, first["msg"]) from None

@@ -1,0 +1,414 @@
+"""Ingest: records/s from MQTT into InfluxDB, beside InfluxDB's raw line-protocol write
+rate measured in the same run, and ingest-to-ack latency at half that load.
+
+    .venv/bin/python tests/bench/bench_ingest.py [--workers 2] [--gateways 40] [--seconds 20]
+
+Starts a private ``influxd`` and ``mosquitto`` on loopback and a SQLite registry of
+``--gateways`` gateways × ``--devices`` devices. The records are what a gateway sends:
+per device and window one ``features`` record (``--features`` features), one ``score`` and
+``--energy`` ``energy`` readings, in batches of ``--batch`` records (zlib, as the agent
+sends them).
+
+1. raw: the same records as points, serialised to line protocol beforehand, POSTed to
+   ``/write`` in chunks of ``influx_batch_points`` from one client — InfluxDB's own rate;
+2. throughput: ``edgewatch-cloud ingest --workers W`` processes; one publisher process keeps
+   ``--window`` batches unacknowledged and counts acks for ``--seconds``; records/s =
+   records acknowledged / time;
+3. latency: the publisher paced at half the measured throughput for ``--seconds``; for
+   every batch, publish → ack received (p50, p99, max).
+
+Everything shares this machine's cores (InfluxDB, Mosquitto, workers, publisher).
+Prints the figures and writes ``tests/bench/results/ingest.json``. Not a pass/fail test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # tests/support
+
+from support import cloud_stub as stub  # noqa: E402
+from support.influx import RestartableInflux  # noqa: E402
+
+from cloud.db import create_engine_from_settings, make_sessionmaker, migrate  # noqa: E402
+from cloud.ingest.records import to_point  # noqa: E402
+from cloud.registry.models import Client, Device, Gateway, Site, SiteKind  # noqa: E402
+from cloud.registry.refs import DeviceRef, GatewayInfo  # noqa: E402
+from cloud.settings import Settings  # noqa: E402
+from cloud.tsdb.influx import InfluxStore, line_protocol  # noqa: E402
+from edge_agent.protocol import Record, RecordKind, decode_ack, encode_batch  # noqa: E402
+
+RESULTS = HERE / "results" / "ingest.json"
+
+
+def make_batches(
+    args: argparse.Namespace, t0: float
+) -> list[tuple[str, int, int, bytes, list[Record]]]:
+    """``(gateway, first_seq, n_records, payload, records)`` for every batch, round robin
+    over the gateways so that the publisher spreads its load."""
+    per_gateway: list[list[tuple[str, int, int, bytes, list[Record]]]] = []
+    feature_names = [f"s{i // 10}__f{i % 10}" for i in range(args.features)]
+    for g in range(args.gateways):
+        gw = f"gw-{g:04d}"
+        records: list[Record] = []
+        seq = 0
+        window = 0
+        while len(records) < args.records_per_gateway:
+            ts = t0 + window * 60.0 + g * 1e-3
+            for d in range(args.devices):
+                device = f"cc-{d}"
+                for e in range(args.energy):
+                    seq += 1
+                    records.append(
+                        Record(
+                            seq,
+                            ts + e * 10.0,
+                            RecordKind.ENERGY,
+                            device,
+                            {"values": {"energy": 1000.0 + seq * 0.1}},
+                        )
+                    )
+                seq += 1
+                records.append(
+                    Record(
+                        seq,
+                        ts,
+                        RecordKind.FEATURES,
+                        device,
+                        {
+                            "group": "fast",
+                            "start": ts - 60.0,
+                            "n_samples": 30,
+                            "n_missing": 0,
+                            "features": {
+                                n: float(seq % 97) + i * 0.01 for i, n in enumerate(feature_names)
+                            },
+                        },
+                    )
+                )
+                seq += 1
+                records.append(
+                    Record(
+                        seq,
+                        ts,
+                        RecordKind.SCORE,
+                        device,
+                        {
+                            "model_id": "cc",
+                            "model_version": 1,
+                            "score": (seq % 13) / 10.0,
+                            "threshold": 1.0,
+                            "anomalous": False,
+                            "top_signals": [["s0", 0.5]],
+                            "group": "fast",
+                        },
+                    )
+                )
+            window += 1
+        batches = []
+        for i in range(0, len(records), args.batch):
+            chunk = records[i : i + args.batch]
+            batches.append((gw, chunk[0].seq, len(chunk), encode_batch(gw, chunk), chunk))
+        per_gateway.append(batches)
+    out = []
+    for k in range(max(len(b) for b in per_gateway)):
+        out += [b[k] for b in per_gateway if k < len(b)]
+    return out
+
+
+def seed_registry(settings: Settings, gateways: int, devices: int) -> dict[str, GatewayInfo]:
+    migrate(settings)
+    sessions = make_sessionmaker(create_engine_from_settings(settings))
+    infos: dict[str, GatewayInfo] = {}
+    with sessions.begin() as s:
+        client = Client(name="bench client")
+        s.add(client)
+        s.flush()
+        site = Site(client_id=client.id, name="bench site", kind=SiteKind.OFFICE)
+        s.add(site)
+        s.flush()
+        for g in range(gateways):
+            gw = f"gw-{g:04d}"
+            s.add(Gateway(id=gw, site_id=site.id))
+            refs = {}
+            for d in range(devices):
+                dev = Device(gateway_id=gw, name=f"cc-{d}", asset_type="compressor")
+                s.add(dev)
+                s.flush()
+                refs[dev.name] = DeviceRef(dev.id, dev.asset_type)
+            infos[gw] = GatewayInfo(gw, client.id, site.id, refs)
+    return infos
+
+
+def raw_rate(
+    influx_url: str,
+    batches: list[Any],
+    infos: dict[str, GatewayInfo],
+    chunk: int,
+    limit_points: int,
+) -> dict[str, float]:
+    points = []
+    for gw, _first, _n, _payload, records in batches:
+        for r in records:
+            points.append(to_point(r, infos[gw], now=r.ts, max_future_s=0))
+        if len(points) >= limit_points:
+            break
+    started = time.perf_counter()
+    bodies = [
+        "\n".join(line_protocol(p) for p in points[i : i + chunk])
+        for i in range(0, len(points), chunk)
+    ]
+    serialise_s = time.perf_counter() - started
+    fields = sum(len(p.fields) for p in points)
+    with httpx.Client(timeout=60) as http:
+        http.post(f"{influx_url}/query", params={"q": "CREATE DATABASE raw"}).raise_for_status()
+        started = time.perf_counter()
+        for body in bodies:
+            http.post(
+                f"{influx_url}/write", params={"db": "raw", "precision": "ns"}, content=body
+            ).raise_for_status()
+        write_s = time.perf_counter() - started
+    return {
+        "points": len(points),
+        "fields": fields,
+        "write_points_per_s": len(points) / write_s,
+        "write_fields_per_s": fields / write_s,
+        "serialise_points_per_s": len(points) / serialise_s,
+    }
+
+
+class Publisher:
+    """Publishes pre-encoded batches and notes when each one's ack arrives."""
+
+    def __init__(self, port: int) -> None:
+        self.sent: dict[tuple[str, int], float] = {}
+        self.acked: dict[tuple[str, int], float] = {}
+        self.records_acked = 0
+        self.sizes: dict[tuple[str, int], int] = {}
+        self.cond = threading.Condition()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-gateways")
+        self.client.max_inflight_messages_set(0)
+        self.client.max_queued_messages_set(0)
+        self.client.on_message = self.on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe("edgewatch/v1/+/ack", qos=1)
+        self.client.loop_start()
+        time.sleep(0.5)
+
+    def on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        now = time.perf_counter()
+        ack = decode_ack(msg.payload)
+        key = (ack.gateway_id, ack.ranges[0][0])
+        with self.cond:
+            if key in self.sent and key not in self.acked:
+                self.acked[key] = now
+                self.records_acked += self.sizes[key]
+                self.cond.notify_all()
+
+    def publish(self, gw: str, first: int, n: int, payload: bytes) -> None:
+        key = (gw, first)
+        with self.cond:
+            self.sent[key] = time.perf_counter()
+            self.sizes[key] = n
+        self.client.publish(f"edgewatch/v1/{gw}/up", payload, qos=1)
+
+    def inflight(self) -> int:
+        return len(self.sent) - len(self.acked)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def run_workers(
+    args: argparse.Namespace, env: dict[str, str], log: Path
+) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cloud.cli", "ingest", "--workers", str(args.workers)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    time.sleep(3.0 + args.workers)
+    if proc.poll() is not None:
+        raise RuntimeError(f"ingest exited: {log.read_text()[-2000:]}")
+    return proc
+
+
+def throughput(pub: Publisher, batches: list[Any], seconds: float, window: int) -> dict[str, float]:
+    started = time.perf_counter()
+    i = 0
+    deadline = started + seconds
+    while time.perf_counter() < deadline and i < len(batches):
+        with pub.cond:
+            while pub.inflight() >= window:
+                pub.cond.wait(0.5)
+        gw, first, n, payload, _ = batches[i]
+        pub.publish(gw, first, n, payload)
+        i += 1
+    with pub.cond:
+        records = pub.records_acked
+    elapsed = time.perf_counter() - started
+    end = time.perf_counter() + 30
+    with pub.cond:
+        while pub.inflight() and time.perf_counter() < end:
+            pub.cond.wait(0.5)
+    return {
+        "records_per_s": records / elapsed,
+        "batches_published": i,
+        "seconds": elapsed,
+        "records_acked_in_window": records,
+    }
+
+
+def latency(
+    pub: Publisher, batches: list[Any], rate: float, seconds: float, batch: int
+) -> dict[str, float]:
+    interval = batch / rate
+    keys = []
+    next_t = time.perf_counter()
+    deadline = next_t + seconds
+    for gw, first, n, payload, _ in batches:
+        if time.perf_counter() >= deadline:
+            break
+        time.sleep(max(0.0, next_t - time.perf_counter()))
+        pub.publish(gw, first, n, payload)
+        keys.append((gw, first))
+        next_t += interval
+    end = time.perf_counter() + 30
+    with pub.cond:
+        while any(k not in pub.acked for k in keys) and time.perf_counter() < end:
+            pub.cond.wait(0.5)
+    lat = sorted((pub.acked[k] - pub.sent[k]) * 1000 for k in keys if k in pub.acked)
+    q = statistics.quantiles(lat, n=100)
+    return {
+        "offered_records_per_s": rate,
+        "batches": len(keys),
+        "acked": len(lat),
+        "p50_ms": q[49],
+        "p99_ms": q[98],
+        "max_ms": lat[-1],
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--gateways", type=int, default=40)
+    p.add_argument("--devices", type=int, default=4)
+    p.add_argument("--features", type=int, default=100)
+    p.add_argument("--energy", type=int, default=6)
+    p.add_argument("--batch", type=int, default=50)
+    p.add_argument("--window", type=int, default=400, help="unacknowledged batches at most")
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--records-per-gateway", type=int, default=12_000)
+    p.add_argument("--raw-points", type=int, default=200_000)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        work = Path(tmp)
+        influx = RestartableInflux(work / "influx")
+        influx.start()
+        broker = stub.Broker(work)
+        broker.start()
+        try:
+            settings = Settings(
+                database_url=f"sqlite:///{work / 'registry.db'}",
+                tsdb="influxdb",
+                influx_url=influx.url,
+                influx_database="bench",
+                mqtt_port=broker.port,
+            )
+            infos = seed_registry(settings, args.gateways, args.devices)
+            t0 = time.time() - 86_400 * 30
+            print("encoding batches ...", flush=True)
+            batches = make_batches(args, t0)
+            half = len(batches) // 2
+            print(f"{len(batches)} batches of {args.batch} records", flush=True)
+            raw = raw_rate(
+                influx.url, batches, infos, settings.influx_batch_points, args.raw_points
+            )
+            print(
+                f"raw InfluxDB write: {raw['write_points_per_s']:,.0f} points/s "
+                f"({raw['write_fields_per_s']:,.0f} fields/s); line protocol serialisation "
+                f"{raw['serialise_points_per_s']:,.0f} points/s",
+                flush=True,
+            )
+            env = os.environ | {
+                "EDGEWATCH_CLOUD_DATABASE_URL": settings.database_url,
+                "EDGEWATCH_CLOUD_TSDB": "influxdb",
+                "EDGEWATCH_CLOUD_INFLUX_URL": influx.url,
+                "EDGEWATCH_CLOUD_INFLUX_DATABASE": "bench",
+                "EDGEWATCH_CLOUD_MQTT_PORT": str(broker.port),
+            }
+            workers = run_workers(args, env, work / "workers.log")
+            pub = Publisher(broker.port)
+            try:
+                thr = throughput(pub, batches[:half], args.seconds, args.window)
+                print(
+                    f"ingest: {thr['records_per_s']:,.0f} records/s ({args.workers} workers)",
+                    flush=True,
+                )
+                lat = latency(
+                    pub, batches[half:], thr["records_per_s"] / 2, args.seconds, args.batch
+                )
+                print(
+                    f"latency at {lat['offered_records_per_s']:,.0f} records/s: "
+                    f"p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms, "
+                    f"max {lat['max_ms']:.1f} ms ({lat['acked']}/{lat['batches']} acked)",
+                    flush=True,
+                )
+            finally:
+                pub.close()
+                workers.terminate()
+                workers.wait(30)
+            # Every acknowledged record is in the store, once.
+            store = InfluxStore.from_settings(settings)
+            stored = sum(store.count(m) for m in ("features", "score", "energy"))
+            store.close()
+            acked = pub.records_acked
+        finally:
+            broker.stop()
+            influx.stop()
+    result = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "raw": raw,
+        "ingest": thr,
+        "ingest_share_of_raw": thr["records_per_s"] / raw["write_points_per_s"],
+        "latency_at_half_load": lat,
+        "records_acked": acked,
+        "points_stored": stored,
+    }
+    print(
+        f"ingest / raw = {result['ingest_share_of_raw']:.0%}; acked {acked} records, "
+        f"{stored} points stored"
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    multiprocessing.freeze_support()
+    raise SystemExit(main())
