@@ -12,10 +12,10 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from cloud.db import make_engine
-from cloud.registry.models import Base
+from cloud.schema import metadata
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def _configure(connection: Connection) -> None:

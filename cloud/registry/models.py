@@ -23,6 +23,7 @@ Conventions kept by every table:
 from __future__ import annotations
 
 import enum
+import hashlib
 import uuid
 from datetime import UTC, date, datetime
 from typing import Any, Final
@@ -37,11 +38,13 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Text,
     TypeDecorator,
     UniqueConstraint,
+    event,
     func,
 )
 from sqlalchemy.engine import Dialect
@@ -57,8 +60,19 @@ NAMING_CONVENTION: Final = {
 """Names of constraints and indexes; ``cloud/migrations`` writes the same names."""
 
 
+SHARDS: Final = 1024
+"""Sites are spread over this many shards; a scorer partition ``i/n`` takes the sites with
+``shard % n == i`` (even for any ``n`` that divides it, near even for any other)."""
+
+
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+def site_shard(site_id: str) -> int:
+    """A site's shard: a stable hash of its id (BLAKE2b), in ``[0, SHARDS)``."""
+    digest = hashlib.blake2b(site_id.encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") % SHARDS
 
 
 def utcnow() -> datetime:
@@ -179,6 +193,8 @@ class Site(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     tariff: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     """``{"currency": "EUR", "energy_per_kwh": 0.21, ...}``"""
+    shard: Mapped[int] = mapped_column(Integer, index=True, default=0, server_default="0")
+    """:func:`site_shard` of the id: risk scorers split the fleet by ``shard % n``."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
 
     client: Mapped[Client] = relationship(back_populates="sites")
@@ -313,3 +329,11 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
     last_used_at: Mapped[datetime | None] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+@event.listens_for(Site, "before_insert")
+def _site_shard(_mapper: Any, _connection: Any, site: Site) -> None:
+    """Every site gets its id (if it has none yet) and the shard derived from it."""
+    if site.id is None:
+        site.id = new_id()
+    site.shard = site_shard(site.id)

@@ -10,10 +10,11 @@ from pathlib import Path
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from cloud.db import alembic_config, current_revision, head_revision, make_engine, migrate
-from cloud.registry.models import Base
+from cloud.registry.models import site_shard
+from cloud.schema import metadata
 
 
 def autogenerate_diff(url: str) -> list[object]:
@@ -24,7 +25,7 @@ def autogenerate_diff(url: str) -> list[object]:
             ctx = MigrationContext.configure(
                 conn, opts={"compare_type": True, "compare_server_default": True}
             )
-            return list(compare_metadata(ctx, Base.metadata))
+            return list(compare_metadata(ctx, metadata))
     finally:
         engine.dispose()
 
@@ -40,7 +41,7 @@ def test_migrate_is_idempotent_and_reaches_head(tmp_path: Path) -> None:
     assert current_revision(url) is None
     migrate(url)
     migrate(url)
-    assert current_revision(url) == head_revision() == "0001"
+    assert current_revision(url) == head_revision() == "0002"
 
 
 def test_downgrade_to_base_removes_every_table_and_upgrade_restores_them(tmp_path: Path) -> None:
@@ -54,3 +55,27 @@ def test_downgrade_to_base_removes_every_table_and_upgrade_restores_them(tmp_pat
         engine.dispose()
     migrate(url)
     assert autogenerate_diff(url) == []
+
+
+def test_sites_made_before_shards_get_theirs_from_the_migration(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    command.upgrade(alembic_config(url), "0001")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO clients (id, name) VALUES ('c1', 'Acme')"))
+            for sid in ("site-a", "site-b"):
+                conn.execute(
+                    text(
+                        "INSERT INTO sites (id, client_id, name, kind, timezone) "
+                        "VALUES (:id, 'c1', :id, 'hotel', 'UTC')"
+                    ),
+                    {"id": sid},
+                )
+        migrate(url)
+        with engine.connect() as conn:
+            shards = dict(conn.execute(text("SELECT id, shard FROM sites")).all())
+    finally:
+        engine.dispose()
+    assert shards == {"site-a": site_shard("site-a"), "site-b": site_shard("site-b")}
+    assert shards["site-a"] != shards["site-b"]

@@ -38,7 +38,8 @@ from unit.cloud.api.conftest import Headers, TestClient
 from cloud.api.deps import CurrentPrincipal, SessionDep
 from cloud.api.schemas import DeviceOut
 from cloud.errors import NotFound
-from cloud.registry.models import Base, Device
+from cloud.registry.models import Device
+from cloud.schema import metadata
 from edge_agent.protocol import BATCH_CONTENT_TYPE, Record, RecordKind, encode_batch
 
 Login = Callable[[str], Headers]
@@ -203,10 +204,13 @@ class Caller:
 
 def tenant_rows(engine: Engine, seeds: set[str]) -> dict[str, list[tuple[Any, ...]]]:
     """Every row that is, or hangs (transitively) off, an object whose id is in ``seeds``."""
-    tables = Base.metadata.sorted_tables
+    tables = metadata.sorted_tables
     with engine.connect() as conn:
         everything = {t.name: [tuple(r) for r in conn.execute(select(t))] for t in tables}
-    id_column = {t.name: list(t.columns.keys()).index("id") for t in tables}
+    id_column = {
+        t.name: list(t.columns.keys()).index(next(iter(t.primary_key.columns)).name)
+        for t in tables
+    }
     ids = set(seeds)
     while True:
         found = {
