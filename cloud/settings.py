@@ -11,13 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cloud.errors import ConfigError
 
 ENV_PREFIX = "EDGEWATCH_CLOUD_"
 PLACEHOLDER_SECRET = "development-only-secret-change-me"  # noqa: S105 - refused in production
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models" / "artifacts"
+"""The models shipped with EdgeWatch (``models/artifacts`` beside this package)."""
 
 
 class Settings(BaseSettings):
@@ -80,6 +82,43 @@ class Settings(BaseSettings):
         description="after a rotation, the previous credential stays valid this long",
     )
 
+    # --- risk scoring and work orders ---
+    public_url: str = Field(
+        "http://127.0.0.1:8000", description="base URL of this service, for links in orders"
+    )
+    models_dir: Path = Field(
+        DEFAULT_MODELS_DIR, description="risk models: <asset>/ detector + <asset>/risk/"
+    )
+    scorer_interval_s: float = Field(
+        3600.0, ge=10, le=86_400, description="every device is scored this often"
+    )
+    scorer_poll_s: float = Field(
+        2.0, gt=0, le=300, description="how often anomaly and alarm requests are picked up"
+    )
+    scorer_baseline_days: float = Field(
+        14.0, gt=0, le=365, description="a device's first days of windows are its baseline"
+    )
+    risk_thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description='P(failure within the horizon) that opens an order, per asset type '
+        '(JSON, e.g. {"compressor": 0.4}); default: the risk model\'s own threshold',
+    )
+    workorder_cooldown_h: float = Field(72.0, ge=0, le=24 * 365)
+    workorder_alarm_severities: frozenset[str] = Field(
+        frozenset({"critical", "major"}),
+        description="raised local alarms of these severities open an order (a visit)",
+    )
+    fault_catalogue: Path | None = Field(
+        None, description="YAML file of failure codes, skills and parts over the defaults"
+    )
+    delivery_max_age_h: float = Field(
+        72.0, gt=0, le=24 * 30, description="a delivery is retried this long, then failed"
+    )
+    delivery_timeout_s: float = Field(10.0, gt=0, le=120)
+    delivery_lease_s: float = Field(
+        60.0, gt=0, le=3600, description="a claimed delivery is retried by another worker after"
+    )
+
     @model_validator(mode="after")
     def _production_secrets(self) -> Settings:
         if self.environment != "development":
@@ -90,6 +129,14 @@ class Settings(BaseSettings):
                     "characters is refused outside development"
                 )
         return self
+
+    @field_validator("risk_thresholds")
+    @classmethod
+    def _probabilities(cls, value: dict[str, float]) -> dict[str, float]:
+        for asset, p in value.items():
+            if not 0 < p < 1:
+                raise ValueError(f"{asset}: {p} is not a probability in (0, 1)")
+        return value
 
 
 def load_settings(env_file: Path | None = None, **overrides: Any) -> Settings:

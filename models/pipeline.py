@@ -245,8 +245,7 @@ def fit_anomaly(
             raise TrainingError(f"asset type {asset_type}: every candidate feature screened out")
         cols = [all_names.index(n) for n in kept]
         labelled = [
-            (x[:, cols], bad_aligned[a][:, cols] if a in bad_aligned else None)
-            for a, x in usable
+            (x[:, cols], bad_aligned[a][:, cols] if a in bad_aligned else None) for a, x in usable
         ]
         kept, result.selection[asset_type] = relevant_features(kept, labelled, baseline, why)
         idx = [all_names.index(n) for n in kept]
@@ -341,11 +340,7 @@ def risk_table(
     """The risk model's inputs and labels at each of the recording's window ends."""
     sw = sw or score_windows(ds, rec, det)
     w, score, contrib = sw.windows, sw.score, sw.contributions
-    signals = list(dict.fromkeys(signal_of(n) for n in det.feature_names))
-    col = {s: i for i, s in enumerate(signals)}
-    shares = np.zeros((score.size, len(signals)))
-    for j, n in enumerate(det.feature_names):
-        shares[:, col[signal_of(n)]] += contrib[:, j]
+    shares, signals = risk.signal_shares(det.feature_names, contrib)
     t = rec.t[w.ends]
     x, names = risk.risk_features(t, score, shares, signals)
     fails = ds.failures_of(rec.asset_id)

@@ -35,6 +35,7 @@ import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from edge_agent.features import signal_of
 from models.errors import ArtifactError, TrainingError
 
 F64 = npt.NDArray[np.float64]
@@ -77,6 +79,33 @@ def time_to_failure(t: F64, failures: Sequence[float]) -> F64:
     has = idx < f.size
     out[has] = f[idx[has]] - t[has]
     return out
+
+
+@lru_cache(maxsize=32)
+def _signal_matrix(feature_names: tuple[str, ...]) -> tuple[tuple[str, ...], F64]:
+    """The signals of ``feature_names`` (in order of first appearance) and the 0/1 matrix
+    (features × signals) that sums feature columns per signal. Read-only: it is cached."""
+    of = [signal_of(n) for n in feature_names]
+    signals = tuple(dict.fromkeys(of))
+    col = {s: i for i, s in enumerate(signals)}
+    m = np.zeros((len(feature_names), len(signals)))
+    m[np.arange(len(of)), [col[s] for s in of]] = 1.0
+    m.setflags(write=False)
+    return signals, m
+
+
+def signal_shares(feature_names: Sequence[str], contributions: F64) -> tuple[F64, list[str]]:
+    """Each signal's share of the anomaly score (step 1 of the module docstring): the
+    detector's per-feature contributions (windows × features, in ``feature_names`` order)
+    summed per signal (:func:`edge_agent.features.signal_of`, so a derived signal such as
+    ``discharge_temp-ambient_temp`` is one signal). Returns the shares (windows × signals)
+    and the signals, in order of first appearance in ``feature_names``."""
+    signals, m = _signal_matrix(tuple(feature_names))
+    if contributions.ndim != 2 or contributions.shape[1] != len(feature_names):
+        raise ValueError(
+            f"contributions of shape {contributions.shape} for {len(feature_names)} features"
+        )
+    return np.asarray(contributions @ m, dtype=np.float64), list(signals)
 
 
 def _trailing_mean(t: F64, v: F64, span_s: float) -> F64:
@@ -366,14 +395,22 @@ class LoadedRisk:
         return float(self.meta["horizon_h"])
 
     def run(self, x: F64) -> tuple[F64, F64, F64]:
+        """P(failure ≤ 24 h), P(failure ≤ horizon) and the fault type probabilities."""
+        p24, ph, fp, _ = self.run_with_contributions(x)
+        return p24, ph, fp
+
+    def run_with_contributions(self, x: F64) -> tuple[F64, F64, F64, F64]:
+        """:meth:`run` and each input's share of the horizon logit (the graph's
+        ``contributions``), in one inference."""
         if x.shape[0] == 0:
             k = len(self.meta["fault_types"])
-            return np.empty(0), np.empty(0), np.empty((0, k))
-        p24, ph, fp, _ = self.session.run(None, {"features": x.astype(np.float32)})
+            return np.empty(0), np.empty(0), np.empty((0, k)), np.empty((0, x.shape[1]))
+        p24, ph, fp, contrib = self.session.run(None, {"features": x.astype(np.float32)})
         return (
             np.asarray(p24, np.float64),
             np.asarray(ph, np.float64),
             np.asarray(fp, np.float64),
+            np.asarray(contrib, np.float64),
         )
 
 

@@ -30,6 +30,7 @@ from cloud.auth.gateways import authenticate_gateway
 from cloud.errors import AuthError
 from cloud.ingest.directory import SqlDirectory
 from cloud.ingest.service import BatchRefused, IngestService
+from cloud.risk.requests import RequestSink
 from cloud.settings import Settings
 from cloud.tsdb.base import TimeSeriesStore
 from edge_agent.protocol import (
@@ -87,6 +88,7 @@ def _service(request: Request) -> IngestService:
             SqlDirectory(sessions, refresh_s=settings.ingest_registry_refresh_s),
             max_future_s=settings.ingest_max_future_s,
             transport="https",
+            notify=RequestSink(sessions),
         )
         state.ingest = service
     return service

@@ -64,8 +64,12 @@ class IngestService:
         max_future_s: float = 300.0,
         clock: Callable[[], float] = time.time,
         transport: str = "mqtt",
+        notify: Callable[[Sequence[Point]], None] | None = None,
     ) -> None:
+        """``notify`` is given the points of every successful write, before the acks
+        (the risk scorer's request sink); it must not raise."""
         self.store = store
+        self.notify = notify
         self.directory = directory
         self.max_future_s = max_future_s
         self.clock = clock
@@ -124,6 +128,8 @@ class IngestService:
                 batches = [self._one_by_one(b) for b in batches]
                 points = [p for b in batches for p in b.points]
             metrics.STORE_SECONDS.observe(time.perf_counter() - started)
+            if self.notify is not None and points:
+                self.notify(points)
         now = self.clock()
         kinds: Counter[str] = Counter(p.measurement for p in points)
         for kind, n in kinds.items():

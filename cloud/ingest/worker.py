@@ -245,17 +245,18 @@ def build_service(settings: Settings, transport: str = "mqtt") -> IngestService:
     """An ingest service on the configured store and registry."""
     from cloud.db import create_engine_from_settings, make_sessionmaker
     from cloud.ingest.directory import SqlDirectory
+    from cloud.risk.requests import RequestSink
     from cloud.tsdb import open_store
 
     engine = create_engine_from_settings(settings)
-    directory: Directory = SqlDirectory(
-        make_sessionmaker(engine), refresh_s=settings.ingest_registry_refresh_s
-    )
+    sessions = make_sessionmaker(engine)
+    directory: Directory = SqlDirectory(sessions, refresh_s=settings.ingest_registry_refresh_s)
     return IngestService(
         open_store(settings),
         directory,
         max_future_s=settings.ingest_max_future_s,
         transport=transport,
+        notify=RequestSink(sessions),
     )
 
 

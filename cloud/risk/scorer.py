@@ -1,0 +1,405 @@
+"""The risk scorer: each device's recent feature history through its asset type's risk
+model, the result kept, and work orders opened or raised from it.
+
+One :class:`RiskScorer` owns the sites of one partition (``site.shard % partitions ==
+partition``); several scorer processes with the same ``partitions`` and different
+``partition`` share a fleet without talking to each other. Two passes:
+
+- the *scheduled* pass scores every device of the partition every ``interval_s``;
+- the *request* pass, every ``poll_s``, takes the partition's
+  :class:`~cloud.risk.models.RiskRequest` rows (ingest writes them when an anomalous
+  window or a local alarm arrives), scores those devices at once and opens alarm orders
+  for raised alarms of a visit-worthy severity, then deletes the rows it handled.
+
+Scoring a device: the windows of the last ``spec.history_s`` from the time-series store
+(the risk model's features only), its baseline (its first ``baseline_days`` of windows,
+cached once complete; the fleet's until then), :meth:`models.runtime.RiskRuntime.assess`,
+one :class:`~cloud.risk.models.RiskScore` row per window end (a window already scored is
+not scored again), then :func:`cloud.workorders.service.trigger` when P(failure within
+the horizon) reaches the asset type's threshold. Every step is idempotent, so a scorer
+killed midway loses nothing but time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from prometheus_client import Counter, Histogram
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from cloud.errors import CloudError, StoreUnavailable
+from cloud.registry.models import Device, Gateway, Site
+from cloud.risk.models import RiskRequest, RiskScore
+from cloud.tsdb.base import TimeSeriesStore
+from cloud.workorders.catalogue import ALARM_PREFIX
+from cloud.workorders.models import Source
+from cloud.workorders.service import OrderPolicy, Trigger, TriggerResult, trigger
+from models.runtime import Assessment, DeviceHistory, RiskRuntime
+
+log = logging.getLogger(__name__)
+
+SCORED = Counter("edgewatch_risk_scored_total", "Device assessments", ["asset_type", "result"])
+TRIGGERS = Counter("edgewatch_workorder_triggers_total", "Work-order triggers", ["outcome"])
+PASS_SECONDS = Histogram("edgewatch_risk_pass_seconds", "Duration of a scorer pass", ["kind"])
+
+
+@dataclass(frozen=True, slots=True)
+class ScorerConfig:
+    partition: int = 0
+    partitions: int = 1
+    interval_s: float = 3600.0
+    poll_s: float = 2.0
+    baseline_days: float = 14.0
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    """P72 that opens an order, per asset type; missing: the risk model's threshold."""
+    alarm_severities: frozenset[str] = frozenset({"critical", "major"})
+    chunk: int = 256
+    """Devices per database round and per model call in the scheduled pass."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.partition < self.partitions:
+            raise ValueError(f"partition {self.partition} is not in [0, {self.partitions})")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    id: str
+    site_id: str
+    asset_type: str
+    created_at: datetime
+
+
+@dataclass(slots=True)
+class PassStats:
+    devices: int = 0
+    scored: int = 0
+    """New assessments stored (a device whose newest window was scored before: not)."""
+    no_data: int = 0
+    learning: int = 0
+    """Devices without enough windows yet for their own baseline (not scored)."""
+    triggers: dict[str, int] = field(default_factory=dict)
+    failed: int = 0
+    seconds: float = 0.0
+
+    def count(self, result: TriggerResult) -> None:
+        self.triggers[result.outcome] = self.triggers.get(result.outcome, 0) + 1
+        TRIGGERS.labels(result.outcome).inc()
+
+
+class _Learning(Exception):
+    """The device has no baseline of its own yet."""
+
+
+class RiskScorer:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        store: TimeSeriesStore,
+        runtime: RiskRuntime,
+        orders: OrderPolicy,
+        config: ScorerConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.sessions = sessions
+        self.store = store
+        self.runtime = runtime
+        self.orders = orders
+        self.config = config
+        self.clock = clock
+        self._baselines: dict[str, Any] = {}
+
+    # -- which devices -------------------------------------------------------------------
+    def devices(self, ids: Iterable[str] | None = None) -> list[DeviceRow]:
+        """The partition's devices whose asset type has a risk model (``ids``: only these)."""
+        cfg = self.config
+        stmt = (
+            select(Device.id, Site.id, Device.asset_type, Device.created_at)
+            .join(Gateway, Device.gateway_id == Gateway.id)
+            .join(Site, Gateway.site_id == Site.id)
+            .where(Device.asset_type.in_(self.runtime.asset_types))
+            .order_by(Site.id, Device.id)
+        )
+        if cfg.partitions > 1:
+            stmt = stmt.where(Site.shard % cfg.partitions == cfg.partition)
+        if ids is not None:
+            stmt = stmt.where(Device.id.in_(list(ids)))
+        with self.sessions() as session:
+            return [DeviceRow(*row) for row in session.execute(stmt)]
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    def threshold(self, asset_type: str) -> float:
+        configured = self.config.thresholds.get(asset_type)
+        return configured if configured is not None else self.runtime.threshold(asset_type)
+
+    # -- scoring -------------------------------------------------------------------------
+    def _history(self, dev: DeviceRow, now: float) -> DeviceHistory | None:
+        baseline = self._baseline(dev, now)
+        if baseline is None:
+            raise _Learning
+        spec = self.runtime.spec(dev.asset_type)
+        names = list(spec.feature_names)
+        rows = self.store.feature_history(dev.id, now - spec.history_s, now + 1, names=names)
+        if not rows:
+            return None
+        col = {n: j for j, n in enumerate(names)}
+        x = np.full((len(rows), len(names)), np.nan)
+        for i, row in enumerate(rows):
+            for name, value in row.features.items():
+                j = col.get(name)
+                if j is not None:
+                    x[i, j] = value
+        t = np.asarray([r.ts for r in rows], dtype=np.float64)
+        return DeviceHistory(t, x, baseline)
+
+    def _baseline(self, dev: DeviceRow, now: float) -> Any:
+        """The device's own baseline from its first ``baseline_days`` of windows, cached
+        once that period is over; None while it has fewer windows than the model needs.
+
+        The shipped models were trained against each device's own baseline: against the
+        fleet's, healthy devices score P72 of 0.7-1.0. So a device is not scored at all
+        (it is *learning*) until it has its own."""
+        cached = self._baselines.get(dev.id)
+        if cached is not None:
+            return cached
+        spec = self.runtime.spec(dev.asset_type)
+        start = dev.created_at.timestamp() - spec.window_s
+        end = start + self.config.baseline_days * 86_400
+        names = list(spec.feature_names)
+        rows = self.store.feature_history(dev.id, start, min(end, now + 1), names=names)
+        if len(rows) < spec.baseline_windows:
+            return None
+        x = np.asarray([[r.features.get(n, np.nan) for n in names] for r in rows])
+        baseline = self.runtime.baseline(dev.asset_type, x)
+        if end <= now:
+            self._baselines[dev.id] = baseline
+        return baseline
+
+    def score(self, devices: Sequence[DeviceRow], stats: PassStats | None = None) -> PassStats:
+        """Assess ``devices`` now, store what is new, trigger orders where risk is high."""
+        stats = stats or PassStats()
+        now = self.clock()
+        by_type: dict[str, list[tuple[DeviceRow, DeviceHistory]]] = {}
+        for dev in devices:
+            stats.devices += 1
+            try:
+                history = self._history(dev, now)
+            except _Learning:
+                stats.learning += 1
+                SCORED.labels(dev.asset_type, "learning").inc()
+                continue
+            except StoreUnavailable:
+                raise
+            except CloudError as exc:
+                stats.failed += 1
+                log.error("device %s: cannot read its history: %s", dev.id, exc)
+                continue
+            if history is None:
+                stats.no_data += 1
+                SCORED.labels(dev.asset_type, "no_data").inc()
+                continue
+            by_type.setdefault(dev.asset_type, []).append((dev, history))
+        for asset_type, items in by_type.items():
+            results = self.runtime.assess_many(asset_type, [h for _, h in items], last=1)
+            fresh = self._store_scores(
+                asset_type, [(d, r[-1]) for (d, _), r in zip(items, results, strict=True) if r]
+            )
+            stats.scored += len(fresh)
+            for dev, a in fresh:
+                SCORED.labels(asset_type, "stored").inc()
+                if a.p72 >= self.threshold(asset_type):
+                    stats.count(self._trigger(dev, a))
+        return stats
+
+    def _store_scores(
+        self, asset_type: str, pairs: Sequence[tuple[DeviceRow, Assessment]]
+    ) -> list[tuple[DeviceRow, Assessment]]:
+        """Insert the assessments whose window end is new for their device; those."""
+        if not pairs:
+            return []
+        when = {dev.id: datetime.fromtimestamp(a.ts, UTC) for dev, a in pairs}
+        with self.sessions.begin() as session:
+            newest = dict(
+                session.execute(
+                    select(RiskScore.device_id, func.max(RiskScore.ts))
+                    .where(RiskScore.device_id.in_(list(when)))
+                    .group_by(RiskScore.device_id)
+                ).all()
+            )
+            fresh = [
+                (d, a) for d, a in pairs if newest.get(d.id) is None or newest[d.id] < when[d.id]
+            ]
+            if fresh:
+                model = f"{asset_type}-risk"
+                session.execute(
+                    insert(RiskScore),
+                    [
+                        {
+                            "device_id": d.id,
+                            "site_id": d.site_id,
+                            "ts": when[d.id],
+                            "computed_at": self._now(),
+                            "p24": a.p24,
+                            "p72": a.p72,
+                            "horizon_h": a.horizon_h,
+                            "fault_type": a.fault_type,
+                            "fault_probs": a.fault_probs,
+                            "health": a.health,
+                            "anomaly_score": a.anomaly_score,
+                            "alert": a.alert,
+                            "top_signals": [
+                                {
+                                    "signal": s.signal,
+                                    "share": s.share,
+                                    "trend_per_day": s.trend_per_day,
+                                }
+                                for s in a.top_signals
+                            ],
+                            "model": model,
+                        }
+                        for d, a in fresh
+                    ],
+                )
+        return fresh
+
+    def _trigger(self, dev: DeviceRow, a: Assessment) -> TriggerResult:
+        t = Trigger(
+            device_id=dev.id,
+            fault=a.fault_type,
+            source=Source.RISK,
+            at=datetime.fromtimestamp(a.ts, UTC),
+            p24=a.p24,
+            p72=a.p72,
+            threshold=self.threshold(dev.asset_type),
+            horizon_h=a.horizon_h,
+            health=a.health,
+            evidence={
+                "top_signals": [
+                    {
+                        "signal": s.signal,
+                        "share": round(s.share, 4),
+                        "trend_per_day": round(s.trend_per_day, 4),
+                    }
+                    for s in a.top_signals
+                ],
+                "fault_probs": {k: round(v, 4) for k, v in a.fault_probs.items()},
+                "anomaly_score": a.anomaly_score,
+            },
+        )
+        return trigger(self.sessions, t, self.orders, now=self._now())
+
+    # -- passes --------------------------------------------------------------------------
+    def scheduled_pass(self) -> PassStats:
+        """Score every device of the partition once."""
+        started = time.perf_counter()
+        stats = PassStats()
+        devices = self.devices()
+        for i in range(0, len(devices), self.config.chunk):
+            self.score(devices[i : i + self.config.chunk], stats)
+        stats.seconds = time.perf_counter() - started
+        PASS_SECONDS.labels("scheduled").observe(stats.seconds)
+        return stats
+
+    def request_pass(self, limit: int = 1000) -> PassStats:
+        """Handle the partition's pending requests (see the module docstring)."""
+        started = time.perf_counter()
+        stats = PassStats()
+        cfg = self.config
+        stmt = select(RiskRequest).order_by(RiskRequest.id).limit(limit)
+        if cfg.partitions > 1:
+            stmt = stmt.where(RiskRequest.shard % cfg.partitions == cfg.partition)
+        with self.sessions() as session:
+            requests = list(session.scalars(stmt))
+        if not requests:
+            return stats
+        wanted = {r.device_id for r in requests}
+        devices = {d.id: d for d in self.devices(wanted)}
+        for r in requests:
+            if r.reason != "alarm" or (r.device_id not in devices and not self._known(r.device_id)):
+                continue
+            detail = r.detail or {}
+            if str(detail.get("severity", "")) in cfg.alarm_severities:
+                stats.count(self._alarm(r.device_id, detail))
+        self.score([devices[d] for d in sorted(wanted) if d in devices], stats)
+        with self.sessions.begin() as session:
+            session.execute(delete(RiskRequest).where(RiskRequest.id.in_([r.id for r in requests])))
+        stats.seconds = time.perf_counter() - started
+        PASS_SECONDS.labels("requests").observe(stats.seconds)
+        return stats
+
+    def _known(self, device_id: str) -> bool:
+        with self.sessions() as session:
+            return session.get(Device, device_id) is not None
+
+    def _alarm(self, device_id: str, detail: Mapping[str, Any]) -> TriggerResult:
+        name = str(detail.get("name", "")) or "unnamed"
+        ts = detail.get("ts")
+        at = (
+            datetime.fromtimestamp(float(ts), UTC)
+            if isinstance(ts, int | float)
+            else self._now()
+        )
+        t = Trigger(
+            device_id=device_id,
+            fault=ALARM_PREFIX + name,
+            source=Source.ALARM,
+            at=at,
+            evidence={"alarm": dict(detail)},
+            note=f"local alarm {name} raised ({detail.get('severity', '')})",
+        )
+        return trigger(self.sessions, t, self.orders, now=self._now())
+
+    def run(self, stop: threading.Event) -> None:
+        """Request passes every ``poll_s`` and a scheduled pass every ``interval_s`` until
+        ``stop`` is set; a store or database outage is logged and retried next round."""
+        next_full = 0.0
+        while not stop.is_set():
+            try:
+                if time.monotonic() >= next_full:
+                    stats = self.scheduled_pass()
+                    next_full = time.monotonic() + self.config.interval_s
+                    log.info(
+                        "scheduled pass: %d devices, %d scored, %d without data, orders %s, %.1f s",
+                        stats.devices,
+                        stats.scored,
+                        stats.no_data,
+                        stats.triggers,
+                        stats.seconds,
+                    )
+                self.request_pass()
+            except CloudError as exc:
+                log.warning("scorer pass failed, retrying: %s", exc)
+            stop.wait(self.config.poll_s)
+
+
+def config_from(settings: Any, partition: int = 0, partitions: int = 1) -> ScorerConfig:
+    """A :class:`ScorerConfig` from :class:`cloud.settings.Settings`."""
+    return ScorerConfig(
+        partition=partition,
+        partitions=partitions,
+        interval_s=settings.scorer_interval_s,
+        poll_s=settings.scorer_poll_s,
+        baseline_days=settings.scorer_baseline_days,
+        thresholds=dict(settings.risk_thresholds),
+        alarm_severities=frozenset(settings.workorder_alarm_severities),
+    )
+
+
+def order_policy(settings: Any) -> OrderPolicy:
+    from cloud.workorders.catalogue import load_catalogue
+
+    return OrderPolicy(
+        catalogue=load_catalogue(settings.fault_catalogue),
+        cooldown=timedelta(hours=settings.workorder_cooldown_h),
+        public_url=settings.public_url,
+    )

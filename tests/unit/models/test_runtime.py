@@ -1,0 +1,441 @@
+"""The run-time risk scorer (models.runtime): same numbers as the offline path, loading and
+its errors, a simulated fault seen coming, missing features, and health / alert / top
+signals on models whose outputs are set by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from support.risk_sim import DAY, FAIL_DAY, ONSET_DAY, START, H, Sim, leak_fleet
+
+from models import risk
+from models.anomaly import MIN_ASSET_WINDOWS, Baseline, FittedDetector, Scorer
+from models.errors import ArtifactError
+from models.export import WindowSpec, load_detectors, write_detector
+from models.pipeline import risk_table, score_windows
+from models.runtime import (
+    Assessment,
+    DeviceHistory,
+    RiskRuntime,
+    SignalTrend,
+    health_index,
+    input_signals,
+    top_signals,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
+ARTIFACTS = ROOT / "models" / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def runtime() -> RiskRuntime:
+    return RiskRuntime.load(ARTIFACTS)
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Sim:
+    return leak_fleet(tmp_path_factory.mktemp("sim"))
+
+
+# -- parity with the offline path -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("asset_id", ["cc-ok", "cc-leak", "fan-ok"])
+def test_same_numbers_as_the_offline_risk_table(
+    runtime: RiskRuntime, sim: Sim, asset_id: str
+) -> None:
+    rec = sim.recs[asset_id]
+    det = load_detectors(ARTIFACTS)[rec.asset_type]
+    sw = score_windows(sim.ds, rec, det)
+    table = risk_table(sim.ds, rec, det, sw)
+    model = risk.load_risk(det.folder)
+    assert model is not None
+    p24, ph, fp = model.run(table["x"])
+    w, t = sw.windows, table["t"]
+    reference = w.x[w.healthy_train]
+    # the healthy devices get their own (quantile) baseline, the failing one the fleet's
+    assert (reference.shape[0] >= MIN_ASSET_WINDOWS) == (asset_id != "cc-leak")
+
+    got = runtime.assess(rec.asset_type, t, w.x, baseline=reference, last=t.size)
+    assert [a.ts for a in got] == t.tolist()
+    np.testing.assert_allclose([a.p24 for a in got], p24, atol=1e-6)
+    np.testing.assert_allclose([a.p72 for a in got], ph, atol=1e-6)
+    np.testing.assert_allclose([list(a.fault_probs.values()) for a in got], fp, atol=1e-6)
+    np.testing.assert_allclose([a.anomaly_score for a in got], sw.score, rtol=1e-6)
+    assert list(got[0].fault_probs) == model.meta["fault_types"]
+
+    # the latest assessment from only the trailing history_s of rows is the same
+    spec = runtime.spec(rec.asset_type)
+    base = runtime.baseline(rec.asset_type, reference)
+    for end in (t.size // 3, t.size // 2, t.size - 1):
+        keep = (t > t[end] - spec.history_s + spec.window_s) & (t <= t[end])
+        (one,) = runtime.assess(rec.asset_type, t[keep], w.x[keep], baseline=base)
+        assert one.ts == t[end]
+        assert one.p72 == pytest.approx(ph[end], abs=1e-6)
+        assert one.p24 == pytest.approx(p24[end], abs=1e-6)
+        _same_signals(one.top_signals, got[end].top_signals)
+
+
+def _same_signals(a: tuple[SignalTrend, ...], b: tuple[SignalTrend, ...]) -> None:
+    assert [s.signal for s in a] == [s.signal for s in b] and a
+    assert [s.share for s in a] == pytest.approx([s.share for s in b], abs=1e-6)
+    assert [s.trend_per_day for s in a] == pytest.approx([s.trend_per_day for s in b], abs=1e-6)
+
+
+def test_assess_many_equals_one_device_at_a_time(runtime: RiskRuntime, sim: Sim) -> None:
+    histories = []
+    for asset_id in ("cc-ok", "cc-leak"):
+        rec = sim.recs[asset_id]
+        w = score_windows(sim.ds, rec, load_detectors(ARTIFACTS)["compressor"]).windows
+        histories.append((rec.t[w.ends], w.x, w.x[:100]))
+    devices = [DeviceHistory(t, x, ref) for t, x, ref in histories]
+    f = len(runtime.spec("compressor").feature_names)
+    empty = DeviceHistory(np.empty(0), np.empty((0, f)))
+    many = runtime.assess_many("compressor", [devices[0], empty, devices[1]], last=5)
+    assert [len(m) for m in many] == [5, 0, 5]
+    for (t, x, ref), batch in zip(histories, (many[0], many[2]), strict=True):
+        alone = runtime.assess("compressor", t, x, baseline=ref, last=5)
+        assert [a.ts for a in alone] == [a.ts for a in batch] == t[-5:].tolist()
+        for a, b in zip(alone, batch, strict=True):
+            assert a.p72 == pytest.approx(b.p72, abs=1e-6)
+            assert a.fault_type == b.fault_type and a.health == b.health
+            _same_signals(a.top_signals, b.top_signals)
+
+
+# -- a fault seen coming --------------------------------------------------------------------
+
+
+def test_a_leaking_compressor_gets_rising_risk_and_falling_health(
+    runtime: RiskRuntime, sim: Sim
+) -> None:
+    """The simulator's refrigerant leak (onset day 8, failure day 13), scored hourly against
+    the device's own first 4 days as its baseline, as the cloud would: the risk stays low
+    while healthy, climbs through the last days and alerts before the failure; a healthy
+    compressor of the same site, scored the same way, does not."""
+
+    def history(asset_id: str) -> tuple[npt.NDArray[np.float64], list[Assessment]]:
+        rec = sim.recs[asset_id]
+        w = score_windows(sim.ds, rec, load_detectors(ARTIFACTS)["compressor"]).windows
+        t = rec.t[w.ends]
+        t, x = t[t < fail], w.x[t < fail]
+        reference = x[t < START + 4 * DAY]
+        return t, runtime.assess("compressor", t, x, baseline=reference, last=t.size)
+
+    fail = START + FAIL_DAY * DAY
+    t, got = history("cc-leak")
+    p72 = np.array([a.p72 for a in got])
+    health = np.array([a.health for a in got])
+    healthy = (t > START + 2 * DAY) & (t < START + ONSET_DAY * DAY)
+    eve = t > fail - DAY
+    assert np.median(p72[healthy]) < 0.05 and np.median(health[healthy]) >= 90
+    assert np.median(p72[eve]) > 0.9 and np.max(health[eve]) <= 10
+    # rising over the 72 h before the failure, every day higher than the day before
+    days = [p72[(t > fail - (d + 1) * DAY) & (t <= fail - d * DAY)] for d in (3, 2, 1, 0)]
+    medians = [float(np.median(d)) for d in days]
+    assert medians == sorted(medians) and medians[-1] - medians[0] > 0.5
+    assert np.polyfit(t[t > fail - 3 * DAY] / DAY, health[t > fail - 3 * DAY], 1)[0] < 0
+    last = got[-1]
+    assert last.alert and last.fault_type == "refrigerant_leak"
+    assert any(a.alert for a in got if a.ts < fail - 6 * H)  # warned hours ahead
+    assert not any(a.alert for a in got if a.ts < START + ONSET_DAY * DAY)
+    # the signals behind it: the refrigerant circuit's, with a rising anomaly
+    assert {s.signal for s in last.top_signals} & {"subcooling", "superheat"}
+    assert all(s.trend_per_day > 0 for s in last.top_signals)
+
+    t, control = history("cc-ok")
+    p72 = np.array([a.p72 for a in control])
+    assert np.median(p72[t > START + 2 * DAY]) < 0.05 and not any(a.alert for a in control)
+    assert np.median([a.health for a in control]) >= 90
+
+
+# -- missing features ----------------------------------------------------------------------
+
+
+def test_missing_features_are_tolerated(runtime: RiskRuntime, sim: Sim) -> None:
+    rec = sim.recs["cc-ok"]
+    det = load_detectors(ARTIFACTS)["compressor"]
+    w = score_windows(sim.ds, rec, det).windows
+    t, x = rec.t[w.ends], w.x
+    names = runtime.spec("compressor").feature_names
+    vib = [j for j, n in enumerate(names) if n.startswith("vibration_rms__")]
+    assert vib
+    full = runtime.assess("compressor", t, x, baseline=x[:100], last=24)
+
+    no_vib = x.copy()
+    no_vib[:, vib] = np.nan  # a sensor that never reported, in the history and the baseline
+    rng = np.random.default_rng(0)
+    holes = no_vib.copy()
+    holes[rng.random(holes.shape) < 0.2] = np.nan  # and a fifth of the values lost on top
+    for xs in (no_vib, holes):
+        got = runtime.assess("compressor", t, xs, baseline=xs[:100], last=24)
+        assert len(got) == 24
+        for a in got:
+            values = [a.p24, a.p72, a.anomaly_score, *a.fault_probs.values()]
+            assert all(math.isfinite(v) for v in values) and 0 <= a.health <= 100
+    # a missing feature counts as z = 0 (a typical value), not as the value it had
+    same_as_typical = x.copy()
+    same_as_typical[:, vib] = det.fleet.center[vib]
+    typical = runtime.assess("compressor", t, same_as_typical, baseline=no_vib[:100], last=24)
+    missing = runtime.assess("compressor", t, no_vib, baseline=no_vib[:100], last=24)
+    assert [a.p72 for a in missing] == pytest.approx([a.p72 for a in typical], abs=1e-6)
+    assert [a.anomaly_score for a in missing] != pytest.approx([a.anomaly_score for a in full])
+
+
+def test_bad_inputs_are_refused_with_the_shapes(runtime: RiskRuntime) -> None:
+    f = len(runtime.spec("fan").feature_names)
+    t = START + np.arange(5) * H
+    ref = np.zeros((30, len(runtime.spec("compressor").feature_names)))
+    assert runtime.assess("fan", t[:0], np.empty((0, f))) == []
+    with pytest.raises(ValueError, match=rf"x \(5, {f - 1}\).*expected t \(n,\) and x \(n, {f}\)"):
+        runtime.assess("fan", t, np.zeros((5, f - 1)))
+    with pytest.raises(ValueError, match=r"t has shape \(4,\) and x \(5,"):
+        runtime.assess("fan", t[:4], np.zeros((5, f)))
+    with pytest.raises(ValueError, match=rf"baseline has shape \(30, 3\).*\(rows, {f}\)"):
+        runtime.assess("fan", t, np.zeros((5, f)), baseline=np.zeros((30, 3)))
+    with pytest.raises(ValueError, match=rf"baseline built for \d+ features; fan has {f}"):
+        runtime.assess("fan", t, np.zeros((5, f)), baseline=runtime.baseline("compressor", ref))
+    with pytest.raises(ValueError, match="ascending"):
+        runtime.assess("fan", t[::-1], np.zeros((5, f)))
+    with pytest.raises(ValueError, match="last must be at least 1"):
+        runtime.assess("fan", t, np.zeros((5, f)), last=0)
+    with pytest.raises(ValueError, match=r"device 1"):
+        runtime.assess_many(
+            "fan", [DeviceHistory(t, np.zeros((5, f))), DeviceHistory(t, np.zeros((4, f)))]
+        )
+    assert len(runtime.assess("fan", t, np.zeros((5, f)), last=99)) == 5
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+def test_the_shipped_models_load(runtime: RiskRuntime) -> None:
+    assert runtime.asset_types == ("compressor", "fan")
+    for asset in runtime.asset_types:
+        manifest = json.loads((ARTIFACTS / asset / "manifest.json").read_text())
+        spec = runtime.spec(asset)
+        assert spec.asset_type == asset
+        assert spec.feature_names == tuple(manifest["feature_names"])
+        assert spec.window_s == manifest["window_s"] == 43200
+        assert spec.hop_s == 3600
+        assert spec.history_s == 72 * H + 43200
+        assert spec.baseline_windows == MIN_ASSET_WINDOWS
+    with pytest.raises(ArtifactError, match="no risk model for asset type 'pump'"):
+        runtime.spec("pump")
+    with pytest.raises(ArtifactError, match="no risk model for asset type 'pump'"):
+        runtime.assess("pump", np.zeros(1), np.zeros((1, 3)))
+
+
+def test_the_module_stays_light() -> None:
+    code = (
+        "import sys, models.runtime\n"
+        "heavy = {'pandas', 'sklearn', 'tsfresh'} & {m.split('.')[0] for m in sys.modules}\n"
+        "print(sorted(heavy))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.fixture
+def copied(tmp_path: Path) -> Path:
+    out = tmp_path / "models"
+    shutil.copytree(ARTIFACTS, out)
+    return out
+
+
+def test_a_tampered_detector_is_refused(copied: Path) -> None:
+    (onnx_file,) = (copied / "compressor").glob("*.onnx")
+    data = bytearray(onnx_file.read_bytes())
+    data[-10] ^= 0xFF
+    onnx_file.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=rf"{onnx_file.name}: sha256 differs"):
+        RiskRuntime.load(copied)
+
+
+def test_an_incomplete_risk_model_is_refused(copied: Path) -> None:
+    (copied / "fan" / "risk" / "risk.json").unlink()
+    with pytest.raises(ArtifactError, match=r"fan/risk/risk\.json: missing"):
+        RiskRuntime.load(copied)
+
+
+def test_a_broken_risk_graph_is_refused(copied: Path) -> None:
+    (copied / "fan" / "risk" / "risk.onnx").write_bytes(b"not a graph")
+    with pytest.raises(ArtifactError, match=r"fan/risk/risk\.onnx: not a valid ONNX model"):
+        RiskRuntime.load(copied)
+
+
+def test_a_risk_model_of_another_detector_is_refused(copied: Path) -> None:
+    path = copied / "fan" / "risk" / "risk.json"
+    meta = json.loads(path.read_text())
+    meta["feature_names"][1] = "speed_rpm__share_mean_24h"
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match=r"risk\.json: feature_names are not the risk"):
+        RiskRuntime.load(copied)
+
+
+def test_an_asset_type_without_a_risk_model_is_not_served(copied: Path) -> None:
+    shutil.rmtree(copied / "fan" / "risk")
+    assert RiskRuntime.load(copied).asset_types == ("compressor",)
+    shutil.rmtree(copied / "compressor" / "risk")
+    with pytest.raises(ArtifactError, match="no asset type has both"):
+        RiskRuntime.load(copied)
+
+
+# -- health, alert and top signals on hand-set models ------------------------------------------
+
+FEATURES = ["discharge_temp__mean", "vibration_rms__mean", "current_l1__mean"]
+SIGNALS = ["discharge_temp", "vibration_rms", "current_l1"]
+
+
+def _hand_made(
+    folder: Path, wh: dict[str, float], bh: float, threshold: float = 0.5
+) -> RiskRuntime:
+    """A detector whose score is the mean z² (z = the raw values: centre 0, scale 1;
+    threshold 1) and a risk model whose horizon logit is ``bh`` + Σ ``wh[input]`` · input
+    (inputs not standardised: μ 0, σ 1); the 24-h one is always 0.5, the fault type "b"."""
+    f = len(FEATURES)
+    det = FittedDetector(
+        asset_type="pump",
+        feature_names=FEATURES,
+        kind="zscore",
+        baseline_mode="fleet",
+        fleet=Baseline(center=np.zeros(f), scale=np.ones(f)),
+        scorer=Scorer(m=np.eye(f), r=np.zeros((f, f)), a=1 / f, b=0.0),
+        threshold=1.0,
+        target_far=0.01,
+    )
+    where = write_detector(det, folder, WindowSpec(size=12, hop=12, interval_s=300.0))
+    _, names = risk.risk_features(np.zeros(1), np.zeros(1), np.zeros((1, f)), SIGNALS)
+    n = len(names)
+    model = risk.RiskModel(
+        asset_type="pump",
+        horizon_h=72.0,
+        feature_names=names,
+        mu=np.zeros(n),
+        sd=np.ones(n),
+        w24=np.zeros(n),
+        b24=0.0,
+        wh=np.array([wh.get(name, 0.0) for name in names]),
+        bh=bh,
+        fault_types=["a", "b"],
+        wf=np.zeros((n, 2)),
+        bf=np.array([0.0, 1.0]),
+        threshold=threshold,
+    )
+    risk.write_risk(model, where)
+    return RiskRuntime.load(folder)
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+@pytest.mark.parametrize(
+    ("p72", "v", "health", "alert"),
+    [
+        (1e-9, 0.0, 100, False),  # no risk, no anomaly
+        (0.25, 0.0, 75, False),
+        (0.25, math.sqrt(3), 75, False),  # score 1 = the detector's threshold: untempered
+        (0.5, 0.0, 50, True),  # p72 at the risk threshold alerts
+        (0.49, 0.0, 51, False),
+        (0.5, math.sqrt(6), 25, True),  # score 2 = twice the threshold: health halved
+        (0.9, 3.0, 3, True),  # score 3: 100 · 0.1 / 3
+        (1 - 1e-9, 0.0, 0, True),
+    ],
+)
+def test_health_and_alert(tmp_path: Path, p72: float, v: float, health: int, alert: bool) -> None:
+    rt = _hand_made(tmp_path, {}, _logit(p72))
+    (a,) = rt.assess("pump", np.array([START]), np.array([[v, 0.0, 0.0]]))
+    assert a.p72 == pytest.approx(p72, abs=1e-6)
+    assert a.anomaly_score == pytest.approx(v * v / 3, rel=1e-6)
+    assert a.anomaly_threshold == 1.0
+    assert (a.health, a.alert) == (health, alert)
+    assert a.p24 == pytest.approx(0.5) and a.fault_type == "b"
+    assert a.fault_probs == pytest.approx({"a": 1 / (1 + math.e), "b": math.e / (1 + math.e)})
+    assert a.top_signals == ()  # no input pushes the risk up
+
+
+def test_top_signals_are_the_positive_shares_of_the_risk(tmp_path: Path) -> None:
+    """discharge_temp's anomaly share is 1 for two days, then climbs 0.5 a day for three;
+    the others stay at 1/3. The risk weighs the 72-h share means +1, +2 and −1 (current_l1
+    lowers the risk: left out)."""
+    weights = {
+        "discharge_temp__share_mean_72h": 1.0,
+        "vibration_rms__share_mean_72h": 2.0,
+        "current_l1__share_mean_72h": -1.0,
+    }
+    rt = _hand_made(tmp_path, weights, 0.0)
+    t = START + np.arange(5 * 24 + 1) * H
+    days = (t - t[0]) / DAY
+    share_a = 1 + 0.5 * np.clip(days - 2, 0, None)
+    x = np.ones((t.size, 3))
+    x[:, 0] = np.sqrt(3 * share_a)  # contribution z²/3 = share_a
+    got = rt.assess("pump", t, x, last=2)
+    assert [a.ts for a in got] == t[-2:].tolist()
+    a = got[-1]
+    trailing = t > t[-1] - 72 * H  # the ramp only: its slope is 0.5 a day
+    c = [float(np.log1p(share_a[trailing]).mean()), 2 * math.log1p(1 / 3)]
+    assert [s.signal for s in a.top_signals] == ["discharge_temp", "vibration_rms"]
+    assert [s.share for s in a.top_signals] == pytest.approx([c[0] / sum(c), c[1] / sum(c)])
+    assert [s.trend_per_day for s in a.top_signals] == pytest.approx([0.5, 0.0], abs=1e-4)
+    assert a.p72 == pytest.approx(1 / (1 + math.exp(-(sum(c) - math.log1p(1 / 3)))), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("p", "score", "threshold", "expected"),
+    [
+        (0.0, 0.5, 2.0, 100),
+        (0.2, 2.0, 2.0, 80),
+        (0.2, 4.0, 2.0, 40),
+        (0.2, 40.0, 2.0, 4),
+        (0.004, 0.0, 2.0, 100),  # rounds
+        (0.006, 0.0, 2.0, 99),
+        (1.0, 0.0, 2.0, 0),
+        (0.2, math.nan, 2.0, 80),  # no score: untempered
+        (0.2, 5.0, 0.0, 80),  # no threshold: untempered
+        (math.nan, 1.0, 2.0, 0),
+    ],
+)
+def test_health_index(p: float, score: float, threshold: float, expected: int) -> None:
+    assert health_index(p, score, threshold) == expected
+
+
+def test_top_signals_ranking() -> None:
+    names = ["score__mean_24h", "a__share_mean_24h", "b__share_mean_24h", "score__trend"]
+    m = input_signals(names, ["a", "b"])
+    assert m.tolist() == [[0, 0], [1, 0], [0, 1], [0, 0]]
+    t = np.arange(4.0) * H
+    shares = np.zeros((4, 2))
+    # the score inputs' net counts in the denominator, negative nets nowhere
+    got = top_signals(np.array([2.0, 1.0, -5.0, 1.0]), m, ["a", "b"], t, shares, 3)
+    assert [(s.signal, s.share) for s in got] == [("a", 0.25)]
+    got = top_signals(np.array([0.0, 1.0, 3.0, 0.0]), m, ["a", "b"], t, shares, 3)
+    assert [(s.signal, s.share) for s in got] == [("b", 0.75), ("a", 0.25)]
+    got = top_signals(np.array([-3.0, 1.0, 3.0, 1.0]), m, ["a", "b"], t, shares, 3)
+    assert [(s.signal, s.share) for s in got] == [("b", 0.75), ("a", 0.25)]
+    assert top_signals(np.array([-1.0, 0.0, -2.0, 0.0]), m, ["a", "b"], t, shares, 3) == ()
+    assert len(top_signals(np.ones(4), m, ["a", "b"], t, shares, 3, k=1)) == 1
+    # a signal's inputs are netted: +2 on one span and −3 on the other lowers the risk
+    m2 = input_signals(["score__mean_24h", "a__share_mean_24h", "a__share_mean_72h"], ["a"])
+    assert top_signals(np.array([1.0, 2.0, -3.0]), m2, ["a"], t[:3], shares[:3, :1], 2) == ()
+    got = top_signals(np.array([1.0, 4.0, -1.0]), m2, ["a"], t[:3], shares[:3, :1], 2)
+    assert [(s.signal, s.share) for s in got] == [("a", 0.75)]
+
+
+def test_signal_shares_sum_features_per_signal() -> None:
+    names = ["a__mean", "b__mean", "a__maximum", "a-b__mean"]
+    contrib = np.array([[1.0, 2.0, 3.0, 4.0], [0.5, 0.0, 0.5, 0.0]])
+    shares, signals = risk.signal_shares(names, contrib)
+    assert signals == ["a", "b", "a-b"]
+    assert shares.tolist() == [[4.0, 2.0, 4.0], [1.0, 0.0, 0.0]]
+    with pytest.raises(ValueError, match=r"shape \(2, 3\) for 4 features"):
+        risk.signal_shares(names, contrib[:, :3])
