@@ -423,7 +423,7 @@ def _log(
         WorkOrderEvent(
             work_order_id=order.id,
             seq=int(seq or 0) + 1,
-            at=_now(),
+            at=order.updated_at,
             kind=kind,
             actor=actor,
             note=note,
@@ -443,7 +443,8 @@ def _enqueue(
     skip_desk: str | None = None,
 ) -> int:
     """One outbox message per enabled desk of the order's client (except the desk the
-    change came from); in the caller's transaction."""
+    change came from), due at the change's time (``order.updated_at``); in the caller's
+    transaction."""
     desks = session.scalars(
         select(Desk.id).where(Desk.client_id == order.client_id, Desk.enabled.is_(True))
     ).all()
@@ -458,6 +459,8 @@ def _enqueue(
                 event=event,
                 comment=comment,
                 state=DeliveryState.PENDING,
+                created_at=order.updated_at,
+                next_attempt_at=order.updated_at,
             )
         )
         n += 1
@@ -604,12 +607,13 @@ def comment(
     *,
     actor: str | None = None,
     from_desk: str | None = None,
+    now: datetime | None = None,
 ) -> WorkOrder:
     text = (text or "").strip()
     if not text or len(text) > 10_000:
         raise InvalidInput("comment", "must be 1-10,000 characters")
     order = get_order(session, p, order_id, lock=True)
-    order.updated_at = _now()
+    order.updated_at = now or _now()
     _log(session, order, "commented", actor or _actor(p), note=text)
     _enqueue(session, order, "commented", text, skip_desk=from_desk)
     with translate_errors():
@@ -619,9 +623,9 @@ def comment(
 
 def assign(session: Session, p: Principal, order_id: str, technician_id: str | None) -> WorkOrder:
     """The desk's choice of technician (overrides the suggestion; None clears it)."""
+    order = get_order(session, p, order_id, lock=True)  # visibility (404) before role (403)
     if p.role not in DESK_ROLES:
         raise Forbidden("only admin or service_desk may assign technicians")
-    order = get_order(session, p, order_id, lock=True)
     if order.open_key is None:
         raise Conflict(f"work order {order_number(order.number)} is {order.state}")
     if technician_id is not None and session.get(Technician, technician_id) is None:

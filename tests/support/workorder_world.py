@@ -18,6 +18,7 @@ from cloud.registry.models import Client, Criticality, Device, Gateway, Site, Si
 from cloud.workorders.models import Depot, Desk, Part, Stock, Technician
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+DESK_SECRET = "whsec_RWRnZVdhdGNoIHRlc3QgZGVzayBzaWduaW5nIGtleSE="  # noqa: S105 - test desks
 
 
 @dataclass
@@ -129,7 +130,7 @@ def seed(
                 client_id=client.id,
                 kind="webhook",
                 url=desk_url,
-                secret="whsec_" + "QUJDREVGR0hJSktMTU5PUA==",
+                secret=DESK_SECRET,
                 options={},
             )
             s.add(desk)
