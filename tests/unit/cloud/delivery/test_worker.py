@@ -85,14 +85,21 @@ def point_desk(sessions: sessionmaker[Session], biz: Business, kind: str, url: s
         )
 
 
-def open_orders(sessions: sessionmaker[Session], biz: Business, n: int) -> list[str]:
+def open_orders(
+    sessions: sessionmaker[Session],
+    biz: Business,
+    n: int,
+    *,
+    first: int = 0,
+    fault: str = "refrigerant_leak",
+) -> list[str]:
     ids = []
-    for dev in biz.devices[:n]:
+    for dev in biz.devices[first : first + n]:
         r = service.trigger(
             sessions,
             Trigger(
                 device_id=dev,
-                fault="refrigerant_leak",
+                fault=fault,
                 source=Source.RISK,
                 at=NOW,
                 p24=0.2,
@@ -263,21 +270,7 @@ def test_refusals_and_the_72_hour_limit_fail_the_delivery(
         w = worker(sessions, clock)
         w.run_once()
         desk.flaky(Flaky(seed=1, error=1.0))  # the desk is down from now on
-        r = service.trigger(
-            sessions,
-            Trigger(
-                device_id=biz.devices[1],
-                fault="bearing_wear",
-                source=Source.RISK,
-                at=NOW,
-                p24=0.2,
-                p72=0.7,
-                threshold=0.3,
-            ),
-            OrderPolicy(),
-            now=NOW,
-        )
-        b = r.order_id
+        (b,) = open_orders(sessions, biz, 1, first=1, fault="bearing_wear")
         for _ in range(40):
             clock.now += 3 * 3600
             w.run_once()
