@@ -6,9 +6,10 @@ settings, the SQL engine and its sessionmaker (``cloud.db``), and the time-serie
 apps as they like, each on its own database.
 
 Routers, by resource (``cloud/api``): auth and ``/me``, clients, sites, gateways,
-devices, users, health (``/healthz``, ``/readyz``, ``/metrics``), and the gateways' HTTPS
-uplink (``cloud.api.uplink``). Errors of the ``cloud.errors`` tree become status codes in
-``cloud.api.errors``; HTTP and SQL metrics are in ``cloud.api.metrics``.
+devices, users, failure risk (``cloud.api.risk``), work orders and their deliveries
+(``cloud.api.workorders``), health (``/healthz``, ``/readyz``, ``/metrics``), and the
+gateways' HTTPS uplink (``cloud.api.uplink``). Errors of the ``cloud.errors`` tree become
+status codes in ``cloud.api.errors``; HTTP and SQL metrics are in ``cloud.api.metrics``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,19 @@ from typing import Final
 
 from fastapi import FastAPI
 
-from cloud.api import auth, clients, devices, errors, gateways, health, sites, uplink, users
+from cloud.api import (
+    auth,
+    clients,
+    devices,
+    errors,
+    gateways,
+    health,
+    risk,
+    sites,
+    uplink,
+    users,
+    workorders,
+)
 from cloud.api.metrics import MetricsMiddleware, instrument_engine
 from cloud.db import (
     create_engine_from_settings,
@@ -39,8 +52,9 @@ API_VERSION: Final = "1.0.0"
 
 DESCRIPTION: Final = """\
 EdgeWatch predicts appliance failures from gateway data. This API serves the registry
-(clients, sites, gateways, devices, users), each device's life-cycle file and its
-readings, and accepts gateway uplinks over HTTPS.
+(clients, sites, gateways, devices, users), each device's life-cycle file, readings and
+failure risk, the work orders opened from predicted failures and alarms (with their
+deliveries to the clients' service desks), and accepts gateway uplinks over HTTPS.
 
 **Authentication**: `POST /v1/auth/token` (OAuth2 password flow) returns a bearer token;
 API keys (`ewk_...`, from `POST /v1/me/api-keys`) go in `Authorization: Bearer` or
@@ -59,6 +73,12 @@ TAGS: Final = [
     {"name": "gateways", "description": "gateways and their MQTT/HTTPS credentials"},
     {"name": "devices", "description": "appliances, their life-cycle file and readings"},
     {"name": "users", "description": "accounts and roles (admin)"},
+    {"name": "risk", "description": "failure risk per device and per site"},
+    {
+        "name": "work orders",
+        "description": "orders from predicted failures and alarms: life cycle, comments, "
+        "assignment, deliveries to the service desks",
+    },
     {"name": "health", "description": "liveness, readiness, Prometheus metrics"},
 ]
 
@@ -97,7 +117,18 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None) -> F
     app.state.settings = settings
     errors.install(app)
     app.add_middleware(MetricsMiddleware)
-    for module in (auth, clients, sites, gateways, devices, users, health, uplink):
+    for module in (
+        auth,
+        clients,
+        sites,
+        gateways,
+        devices,
+        risk,
+        workorders,
+        users,
+        health,
+        uplink,
+    ):
         app.include_router(module.router)
     return app
 

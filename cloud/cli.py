@@ -1,8 +1,11 @@
-"""``edgewatch-cloud``: run the API or the ingest workers, migrate the registry, administer it.
+"""``edgewatch-cloud``: run the API, the ingest workers or the risk scorer, migrate the
+registry, administer it.
 
     edgewatch-cloud migrate                       # the SQL registry to the newest schema
     edgewatch-cloud api                           # the REST API (uvicorn, api_host:api_port)
     edgewatch-cloud ingest --workers 4            # MQTT ingest workers
+    edgewatch-cloud scorer --partition 0/2        # risk scorer for half the sites' shards
+    edgewatch-cloud deliver --workers 4           # work-order changes to the service desks
     edgewatch-cloud admin create-client "Jumeirah Hotels"
     edgewatch-cloud admin create-site --client "Jumeirah Hotels" --name Marina --kind hotel
     edgewatch-cloud admin create-user --email fm@example.com --role facility_manager \\
@@ -13,11 +16,20 @@
     edgewatch-cloud admin revoke-credential gw-dxb-1 CREDENTIAL_ID
     edgewatch-cloud admin mosquitto-files --password-file /etc/mosquitto/edgewatch.passwd \\
         --acl-file /etc/mosquitto/edgewatch.acl --ingest-password-stdin < ingest.pw
+    SN_TOKEN=... edgewatch-cloud admin create-desk --client "Jumeirah Hotels" --kind servicenow \\
+        --url https://jumeirah.service-now.com --username edgewatch --token-env SN_TOKEN \\
+        --option assignment_group=facilities          # prints the signing secret once
+    edgewatch-cloud admin create-depot --name "Dubai depot" --lat 25.2 --lon 55.3
+    edgewatch-cloud admin create-technician --name "Omar Saleh" --skills refrigeration,f-gas \\
+        --depot "Dubai depot" --lat 25.1 --lon 55.2 --email omar@example.com
+    edgewatch-cloud admin create-part --number RFG-R410A-5KG --name "R410A 5 kg" --unit-cost 120
+    edgewatch-cloud admin stock --depot "Dubai depot" --part RFG-R410A-5KG --on-hand 4
 
 Settings come from ``EDGEWATCH_CLOUD_*`` variables and ``--env-file``. Admin commands act
 as the operator (an admin) and print the object they made as one JSON line; secrets are
 printed once, on stdout only, and never logged; passwords are read from stdin, never from
-the command line (it would end up in the shell history and ``ps``).
+the command line (it would end up in the shell history and ``ps``); a desk's API token is
+read from the environment variable ``--token-env`` names, for the same reason.
 
 Exit codes: 0 fine, 1 the registry refused (not found, conflict, unreachable, not
 migrated), 2 a bad setting, value or usage.
@@ -28,19 +40,27 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.auth.principal import Principal
 from cloud.errors import CloudError, ConfigError, InvalidInput, NotFound
-from cloud.registry.models import Client, Criticality, Role, SiteKind
+from cloud.registry.models import SHARDS, Client, Criticality, Role, SiteKind
 from cloud.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from cloud.risk.scorer import PassStats
 
 PROG = "edgewatch-cloud"
 log = logging.getLogger(__name__)
@@ -49,7 +69,8 @@ log = logging.getLogger(__name__)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="EdgeWatch cloud: REST API, MQTT ingest workers, registry administration.",
+        description="EdgeWatch cloud: REST API, MQTT ingest workers, risk scorer, registry "
+        "administration.",
     )
     parser.add_argument(
         "--env-file", type=Path, metavar="FILE", help="read EDGEWATCH_CLOUD_* settings from FILE"
@@ -72,6 +93,35 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     ing.add_argument(
         "--metrics-port", type=int, help="serve each worker's metrics on PORT + worker index"
+    )
+
+    sco = sub.add_parser(
+        "scorer",
+        help="run the risk scorer",
+        description="score every device of a partition of the sites every scorer_interval_s, "
+        "and anomaly and alarm requests as they come; open and raise work orders",
+    )
+    sco.add_argument(
+        "--partition",
+        default="0/1",
+        metavar="I/N",
+        help="take the sites with shard %% N == I (default 0/1: all); run N scorers, I = 0..N-1",
+    )
+    sco.add_argument(
+        "--once",
+        action="store_true",
+        help="one scheduled pass and one request pass, print a summary line, exit",
+    )
+
+    dlv = sub.add_parser(
+        "deliver",
+        help="run the service-desk delivery workers",
+        description="send the outbox's work-order changes to the clients' service desks "
+        "(retried for delivery_max_age_h; any number of these processes may run)",
+    )
+    dlv.add_argument("--workers", type=int, default=1, help="worker threads (default 1)")
+    dlv.add_argument(
+        "--once", action="store_true", help="deliver what is due now, print a summary, exit"
     )
 
     admin = sub.add_parser("admin", help="administer the registry", description="registry admin")
@@ -154,6 +204,50 @@ def build_parser() -> argparse.ArgumentParser:
         help="read the ingest account's password from stdin (default: settings mqtt_password)",
     )
     p.add_argument("--no-ingest", action="store_true", help="no ingest account in the files")
+
+    p = asub.add_parser(
+        "create-desk", help="connect a client's service desk; prints its signing secret once"
+    )
+    p.add_argument("--client", required=True, help="client id or exact name")
+    p.add_argument("--kind", required=True, choices=["webhook", "servicenow", "jira", "zendesk"])
+    p.add_argument("--url", required=True, help="the desk's base URL (webhook: the endpoint)")
+    p.add_argument("--username", default="", help="ServiceNow user, Jira or Zendesk email")
+    p.add_argument(
+        "--token-env",
+        metavar="VAR",
+        help="the environment variable that holds the desk's password or API token",
+    )
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        dest="options",
+        metavar="KEY=VALUE",
+        help="e.g. assignment_group=facilities, service_desk_id=4 (repeat for several)",
+    )
+
+    p = asub.add_parser("create-depot", help="create a parts depot")
+    p.add_argument("--name", required=True)
+    p.add_argument("--lat", required=True, type=float)
+    p.add_argument("--lon", required=True, type=float)
+
+    p = asub.add_parser("create-technician", help="create a technician based at a depot")
+    p.add_argument("--name", required=True)
+    p.add_argument("--skills", required=True, help="comma-separated, e.g. refrigeration,f-gas")
+    p.add_argument("--depot", required=True, help="depot id or exact name")
+    p.add_argument("--lat", required=True, type=float, help="where their rounds start")
+    p.add_argument("--lon", required=True, type=float)
+    p.add_argument("--email")
+
+    p = asub.add_parser("create-part", help="create a spare part")
+    p.add_argument("--number", required=True, help="the part number, e.g. RFG-R410A-5KG")
+    p.add_argument("--name", required=True)
+    p.add_argument("--unit-cost", type=float)
+
+    p = asub.add_parser("stock", help="set what a depot holds of a part (a count)")
+    p.add_argument("--depot", required=True, help="depot id or exact name")
+    p.add_argument("--part", required=True, help="part number")
+    p.add_argument("--on-hand", required=True, type=int)
     return parser
 
 
@@ -209,6 +303,129 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     return run(settings, workers=args.workers, metrics_port=args.metrics_port)
 
 
+def _partition(value: str) -> tuple[int, int]:
+    """``"I/N"`` as ``(I, N)`` with ``0 <= I < N <= SHARDS``."""
+    match = re.fullmatch(r"(\d{1,6})/(\d{1,6})", value.strip())
+    if match is not None:
+        i, n = int(match.group(1)), int(match.group(2))
+        if 0 <= i < n <= SHARDS:
+            return i, n
+    raise InvalidInput(
+        "--partition", f"{value!r}: expected I/N with 0 <= I < N <= {SHARDS}, e.g. 0/4"
+    )
+
+
+def cmd_scorer(settings: Settings, args: argparse.Namespace) -> int:
+    from cloud.db import create_engine_from_settings, make_sessionmaker
+    from cloud.risk.scorer import RiskScorer, config_from, order_policy
+    from cloud.tsdb import open_store
+    from models.errors import ModelsError
+    from models.runtime import RiskRuntime
+
+    partition, partitions = _partition(args.partition)
+    _require_migrated(settings)
+    try:
+        runtime = RiskRuntime.load(settings.models_dir)
+    except ModelsError as exc:
+        raise ConfigError("EDGEWATCH_CLOUD_MODELS_DIR", str(exc)) from None
+    orders = order_policy(settings)
+    engine = create_engine_from_settings(settings)
+    store = open_store(settings)
+    try:
+        scorer = RiskScorer(
+            make_sessionmaker(engine),
+            store,
+            runtime,
+            orders,
+            config_from(settings, partition, partitions),
+        )
+        label = f"scorer {partition}/{partitions}"
+        if args.once:
+            scheduled = scorer.scheduled_pass()
+            requests = scorer.request_pass()
+            print(
+                f"{label}: scheduled pass {_stats(scheduled)}; request pass {_stats(requests)}; "
+                f"{scheduled.seconds + requests.seconds:.2f} s"
+            )
+            return 0
+        stop = _stop_on_signals()
+        types = ", ".join(runtime.asset_types)
+        log.info("%s: scoring %s every %.0f s", label, types, settings.scorer_interval_s)
+        scorer.run(stop)
+        log.info("%s: stopped", label)
+        return 0
+    finally:
+        store.close()
+        engine.dispose()
+
+
+def cmd_deliver(settings: Settings, args: argparse.Namespace) -> int:
+    import os
+    import socket
+    from datetime import timedelta
+
+    from cloud.db import create_engine_from_settings, make_sessionmaker
+    from cloud.delivery.worker import DeliveryWorker, pending
+
+    if not 1 <= args.workers <= 64:
+        raise InvalidInput("--workers", f"{args.workers}: expected 1 to 64")
+    _require_migrated(settings)
+    engine = create_engine_from_settings(settings)
+    sessions = make_sessionmaker(engine)
+    host = f"{socket.gethostname()}:{os.getpid()}"
+    workers = [
+        DeliveryWorker(
+            sessions,
+            name=f"{host}:{i}",
+            max_age=timedelta(hours=settings.delivery_max_age_h),
+            lease_s=settings.delivery_lease_s,
+            timeout_s=settings.delivery_timeout_s,
+        )
+        for i in range(args.workers)
+    ]
+    try:
+        if args.once:
+            tried = 0
+            while (n := workers[0].run_once()) > 0:
+                tried += n
+            with sessions() as session:
+                left = pending(session)
+            print(f"deliver: {tried} messages tried, {left} pending")
+            return 0
+        stop = _stop_on_signals()
+        threads = [threading.Thread(target=w.run, args=(stop,), name=w.name) for w in workers]
+        for t in threads:
+            t.start()
+        log.info("deliver: %d workers", len(workers))
+        for t in threads:
+            t.join()
+        return 0
+    finally:
+        for w in workers:
+            w.close()
+        engine.dispose()
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event that SIGTERM and SIGINT set."""
+    stop = threading.Event()
+
+    def on_signal(_sig: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
+
+
+def _stats(s: PassStats) -> str:
+    orders = ", ".join(f"{k} {v}" for k, v in sorted(s.triggers.items())) or "none"
+    return (
+        f"{s.devices} devices, {s.scored} scored, {s.learning} learning, "
+        f"{s.no_data} without data, {s.failed} failed, orders: {orders}"
+    )
+
+
 def _client_id(session: Session, ref: str) -> str:
     """A client id from an id or an exact name."""
     if session.get(Client, ref) is not None:
@@ -219,16 +436,8 @@ def _client_id(session: Session, ref: str) -> str:
     raise NotFound(f"no client with id or name {ref!r}")
 
 
-def _admin(settings: Settings, args: argparse.Namespace) -> int:
-    from cloud.auth.mosquitto import DEFAULT_INGEST_USERNAME, ServiceAccount
-    from cloud.db import (
-        create_engine_from_settings,
-        current_revision,
-        head_revision,
-        make_sessionmaker,
-        session_scope,
-    )
-    from cloud.registry import services
+def _require_migrated(settings: Settings) -> None:
+    from cloud.db import current_revision, head_revision
 
     current, head = current_revision(settings), head_revision()
     if current != head:
@@ -236,6 +445,24 @@ def _admin(settings: Settings, args: argparse.Namespace) -> int:
             f"the registry is at revision {current}, this version needs {head}: "
             f"run `{PROG} migrate` first"
         )
+
+
+def _token_from_env(var: str | None) -> str:
+    if var is None:
+        return ""
+    value = os.environ.get(var, "")
+    if not value:
+        raise InvalidInput("--token-env", f"the environment variable {var} is not set or empty")
+    return value
+
+
+def _admin(settings: Settings, args: argparse.Namespace) -> int:
+    from cloud.auth.mosquitto import DEFAULT_INGEST_USERNAME, ServiceAccount
+    from cloud.db import create_engine_from_settings, make_sessionmaker, session_scope
+    from cloud.registry import services
+    from cloud.workorders import admin
+
+    _require_migrated(settings)
     system = Principal.system()
     engine = create_engine_from_settings(settings)
     command = args.admin_command
@@ -357,6 +584,77 @@ def _admin(settings: Settings, args: argparse.Namespace) -> int:
                         "note": "reload the broker (SIGHUP) to apply",
                     }
                 )
+            elif command == "create-desk":
+                created = admin.create_desk(
+                    session,
+                    client_id=_client_id(session, args.client),
+                    kind=args.kind,
+                    url=args.url,
+                    username=args.username,
+                    token=_token_from_env(args.token_env),
+                    options=admin.parse_options(args.options),
+                )
+                desk = created.desk
+                _print(
+                    {
+                        "id": desk.id,
+                        "client_id": desk.client_id,
+                        "kind": desk.kind,
+                        "url": desk.url,
+                        "options": desk.options,
+                        "secret": created.secret,
+                        "note": "shown once: give it to the desk, which verifies our "
+                        "signatures with it and signs its status updates to us",
+                    }
+                )
+            elif command == "create-depot":
+                depot = admin.create_depot(
+                    session, name=args.name, latitude=args.lat, longitude=args.lon
+                )
+                _print(
+                    {
+                        "id": depot.id,
+                        "name": depot.name,
+                        "latitude": depot.latitude,
+                        "longitude": depot.longitude,
+                    }
+                )
+            elif command == "create-technician":
+                tech = admin.create_technician(
+                    session,
+                    name=args.name,
+                    skills=[s for s in args.skills.split(",") if s.strip()],
+                    depot=args.depot,
+                    latitude=args.lat,
+                    longitude=args.lon,
+                    email=args.email,
+                )
+                _print(
+                    {
+                        "id": tech.id,
+                        "name": tech.name,
+                        "skills": tech.skills,
+                        "depot_id": tech.depot_id,
+                        "email": tech.email,
+                    }
+                )
+            elif command == "create-part":
+                part = admin.create_part(
+                    session, number=args.number, name=args.name, unit_cost=args.unit_cost
+                )
+                _print({"number": part.number, "name": part.name, "unit_cost": part.unit_cost})
+            elif command == "stock":
+                stock = admin.set_stock(
+                    session, depot=args.depot, part_number=args.part, on_hand=args.on_hand
+                )
+                _print(
+                    {
+                        "depot_id": stock.depot_id,
+                        "part_number": stock.part_number,
+                        "on_hand": stock.on_hand,
+                        "reserved": stock.reserved,
+                    }
+                )
             else:  # pragma: no cover - argparse restricts the choices
                 raise InvalidInput("command", f"unknown admin command {command}")
     finally:
@@ -372,6 +670,8 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "api": cmd_api,
     "migrate": cmd_migrate,
     "ingest": cmd_ingest,
+    "scorer": cmd_scorer,
+    "deliver": cmd_deliver,
     "admin": _admin,
 }
 

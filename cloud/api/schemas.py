@@ -24,6 +24,10 @@ from cloud.registry.models import (
     SiteKind,
 )
 from cloud.tsdb.base import FieldValue
+from cloud.workorders.models import DeliveryState, Source, WorkOrder
+from cloud.workorders.policy import State
+from cloud.workorders.queries import Delivery, OrderDetail
+from cloud.workorders.service import order_number
 
 Ident = Annotated[
     str,
@@ -513,3 +517,296 @@ class HealthOut(BaseModel):
 class ReadyOut(BaseModel):
     status: Literal["ready", "not_ready"]
     checks: dict[str, str] = Field(description='"ok", or why the dependency failed')
+
+
+# ---- risk ---------------------------------------------------------------------------------
+
+
+class TopSignalOut(BaseModel):
+    signal: str
+    share: float = Field(description="the signal's share of the risk")
+    trend_per_day: float
+
+
+class RiskScoreOut(_Out):
+    """One assessment of a device: P(failure within 24 h and within the horizon), the
+    likeliest fault, a 0-100 health index and the signals that drive it."""
+
+    ts: datetime = Field(description="the end of the window the assessment is for")
+    computed_at: datetime
+    p24: float
+    p72: float = Field(description="P(failure within horizon_h hours)")
+    horizon_h: float
+    fault_type: str
+    fault_probs: dict[str, float]
+    health: int = Field(description="0 (failing) to 100 (healthy)")
+    anomaly_score: float | None
+    alert: bool
+    top_signals: list[TopSignalOut] = Field(description="largest share first")
+    model: str
+
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "ts": "2026-02-11T09:00:00Z",
+                    "computed_at": "2026-02-11T09:00:04Z",
+                    "p24": 0.18,
+                    "p72": 0.64,
+                    "horizon_h": 72.0,
+                    "fault_type": "refrigerant_leak",
+                    "fault_probs": {"refrigerant_leak": 0.81, "condenser_fouling": 0.12},
+                    "health": 41,
+                    "anomaly_score": 2.7,
+                    "alert": True,
+                    "top_signals": [
+                        {"signal": "superheat", "share": 0.46, "trend_per_day": 0.9},
+                        {"signal": "suction_pressure", "share": 0.27, "trend_per_day": -0.3},
+                    ],
+                    "model": "compressor-risk",
+                }
+            ]
+        },
+    )
+
+
+class DeviceRiskOut(BaseModel):
+    device_id: str
+    latest: RiskScoreOut | None = Field(description="the newest assessment; null: never scored")
+    history: list[RiskScoreOut] = Field(description="assessments in [start, end), oldest first")
+
+
+class SiteDeviceRiskOut(BaseModel):
+    device_id: str
+    device_name: str
+    asset_type: str
+    criticality: Criticality
+    risk: RiskScoreOut | None = Field(description="the newest assessment; null: never scored")
+
+
+# ---- work orders --------------------------------------------------------------------------
+
+EXAMPLE_ORDER_ID = "3f6e1a2b-7c4d-4e8f-9a0b-1c2d3e4f5a6b"
+EXAMPLE_TECHNICIAN_ID = "5b7c9d1e-2f3a-4b5c-8d6e-7f8091a2b3c4"
+
+
+class WorkOrderOut(BaseModel):
+    """A work order: what is predicted to fail, how urgent it is, what the technician
+    needs, where it stands."""
+
+    id: str
+    number: str = Field(description="the order's number as people quote it, e.g. WO-000042")
+    client_id: str
+    site_id: str
+    device_id: str
+    fault: str = Field(description="the predicted fault type, or alarm:<name>")
+    source: Source
+    state: State
+    open: bool = Field(description="not closed or cancelled")
+    priority: int = Field(description="1 (urgent) to 4 (low)")
+    p24: float | None
+    p72: float | None
+    health: int | None
+    lead_time_h: float | None = Field(description="expected hours to failure, if predicted")
+    risk_at: datetime | None
+    problem: str
+    cause: str
+    remedy: str
+    evidence: dict[str, Any]
+    skills: list[str]
+    parts: dict[str, int] = Field(description="part number → quantity")
+    suggested_technician_id: str | None
+    suggestion: dict[str, Any] | None
+    assigned_technician_id: str | None
+    sla_due_at: datetime
+    opened_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None
+    failure_prevented: bool | None
+    outcome_note: str | None
+
+    @classmethod
+    def of(cls, o: WorkOrder) -> WorkOrderOut:
+        return cls(
+            id=o.id,
+            number=order_number(o.number),
+            client_id=o.client_id,
+            site_id=o.site_id,
+            device_id=o.device_id,
+            fault=o.fault,
+            source=o.source,
+            state=o.state,
+            open=o.open_key is not None,
+            priority=o.priority,
+            p24=o.p24,
+            p72=o.p72,
+            health=o.health,
+            lead_time_h=o.lead_time_h,
+            risk_at=o.risk_at,
+            problem=o.problem,
+            cause=o.cause,
+            remedy=o.remedy,
+            evidence=dict(o.evidence or {}),
+            skills=list(o.skills or []),
+            parts=dict(o.parts or {}),
+            suggested_technician_id=o.suggested_technician_id,
+            suggestion=o.suggestion,
+            assigned_technician_id=o.assigned_technician_id,
+            sla_due_at=o.sla_due_at,
+            opened_at=o.opened_at,
+            updated_at=o.updated_at,
+            closed_at=o.closed_at,
+            failure_prevented=o.failure_prevented,
+            outcome_note=o.outcome_note,
+        )
+
+
+class WorkOrderEventOut(_Out):
+    seq: int
+    at: datetime
+    kind: str = Field(description="opened, updated, state_changed, commented, assigned")
+    actor: str = Field(description="scorer, alarm, desk:<id>, user:<id> or system")
+    from_state: str | None
+    to_state: str | None
+    note: str | None
+    detail: dict[str, Any] | None
+
+
+class ReservationOut(_Out):
+    part_number: str
+    depot_id: str | None
+    quantity: int = Field(description="what the repair needs")
+    reserved: int = Field(description="held at the depot")
+    short: int = Field(description="what no depot could give")
+    released: bool = Field(description="given back (cancelled) or used (closed)")
+
+
+class TicketOut(BaseModel):
+    desk_id: str
+    desk_kind: str
+    external_id: str = Field(description="the desk's id of the ticket")
+    external_ref: str | None = Field(description="the number people quote, e.g. INC0012345")
+    created_at: datetime
+
+
+class WorkOrderDetailOut(WorkOrderOut):
+    device_name: str
+    asset_type: str
+    site_name: str
+    events: list[WorkOrderEventOut] = Field(description="the order's history, oldest first")
+    reservations: list[ReservationOut]
+    tickets: list[TicketOut]
+
+    @classmethod
+    def of_detail(cls, d: OrderDetail) -> WorkOrderDetailOut:
+        return cls(
+            **WorkOrderOut.of(d.order).model_dump(),
+            device_name=d.device_name,
+            asset_type=d.asset_type,
+            site_name=d.site_name,
+            events=[WorkOrderEventOut.model_validate(e) for e in d.events],
+            reservations=[ReservationOut.model_validate(r) for r in d.reservations],
+            tickets=[
+                TicketOut(
+                    desk_id=t.ref.desk_id,
+                    desk_kind=t.desk_kind,
+                    external_id=t.ref.external_id,
+                    external_ref=t.ref.external_ref,
+                    created_at=t.ref.created_at,
+                )
+                for t in d.tickets
+            ],
+        )
+
+
+Note = Annotated[str | None, Field(max_length=10_000)]
+
+
+class TransitionIn(_In):
+    state: State
+    note: Note = None
+    failure_prevented: bool | None = Field(
+        None, description="on complete or closed: did the visit prevent the failure"
+    )
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"state": "approved", "note": "approved by the facility manager"},
+                {
+                    "state": "complete",
+                    "note": "leak at the suction line brazed, recharged 2.1 kg",
+                    "failure_prevented": True,
+                },
+            ]
+        },
+    )
+
+
+class CommentIn(_In):
+    text: Annotated[str, Field(min_length=1, max_length=10_000)]
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"text": "access to the roof via the service lift"}]},
+    )
+
+
+class AssignmentIn(_In):
+    """``{"technician_id": null}`` clears the assignment (the suggestion stands again)."""
+
+    technician_id: Annotated[str | None, Field(max_length=36)] = Field(
+        description="the technician; null clears the assignment"
+    )
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"technician_id": EXAMPLE_TECHNICIAN_ID}]},
+    )
+
+
+class DeliveryAttemptOut(_Out):
+    attempt: int
+    at: datetime
+    worker: str
+    ok: bool
+    status_code: int | None
+    duration_ms: float
+    detail: str
+
+
+class DeliveryOut(BaseModel):
+    """One work-order change on its way to one desk."""
+
+    id: int
+    work_order_id: str
+    desk_id: str
+    event: str = Field(description="created, updated, state_changed, commented")
+    comment: str | None = Field(description="the note the change carries to the desk")
+    state: DeliveryState
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+    last_error: str | None
+    attempt_log: list[DeliveryAttemptOut] = Field(description="oldest first")
+
+    @classmethod
+    def of(cls, d: Delivery) -> DeliveryOut:
+        m = d.message
+        return cls(
+            id=m.id,
+            work_order_id=m.work_order_id,
+            desk_id=m.desk_id,
+            event=m.event,
+            comment=m.comment,
+            state=m.state,
+            attempts=m.attempts,
+            created_at=m.created_at,
+            next_attempt_at=m.next_attempt_at,
+            delivered_at=m.delivered_at,
+            last_error=m.last_error,
+            attempt_log=[DeliveryAttemptOut.model_validate(a) for a in d.attempts],
+        )

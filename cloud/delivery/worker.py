@@ -32,6 +32,7 @@ from typing import Any, cast
 import httpx
 from prometheus_client import Counter, Histogram
 from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from cloud.desk.tickets import DeskAdapter, DeskConfig, DeskKind, Outcome, Ticket, make_adapter
@@ -284,11 +285,12 @@ class DeliveryWorker:
         return len(claimed)
 
     def run(self, stop: threading.Event, idle_s: float = 0.5) -> None:
+        """Rounds until ``stop`` is set; a database outage is logged and retried."""
         while not stop.is_set():
             try:
                 n = self.run_once()
-            except CloudError as exc:
-                log.warning("delivery round failed, retrying: %s", exc)
+            except (CloudError, SQLAlchemyError) as exc:
+                log.warning("delivery round failed, retrying: %s", " ".join(str(exc).split())[:300])
                 n = 0
             if n == 0:
                 stop.wait(idle_s)

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import Counter, Histogram
 from sqlalchemy import delete, func, insert, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.errors import CloudError, StoreUnavailable
@@ -344,11 +345,7 @@ class RiskScorer:
     def _alarm(self, device_id: str, detail: Mapping[str, Any]) -> TriggerResult:
         name = str(detail.get("name", "")) or "unnamed"
         ts = detail.get("ts")
-        at = (
-            datetime.fromtimestamp(float(ts), UTC)
-            if isinstance(ts, int | float)
-            else self._now()
-        )
+        at = datetime.fromtimestamp(float(ts), UTC) if isinstance(ts, int | float) else self._now()
         t = Trigger(
             device_id=device_id,
             fault=ALARM_PREFIX + name,
@@ -361,7 +358,8 @@ class RiskScorer:
 
     def run(self, stop: threading.Event) -> None:
         """Request passes every ``poll_s`` and a scheduled pass every ``interval_s`` until
-        ``stop`` is set; a store or database outage is logged and retried next round."""
+        ``stop`` is set; a store or database outage is logged and retried next round (the
+        scheduled pass too: it is due again until one completes)."""
         next_full = 0.0
         while not stop.is_set():
             try:
@@ -377,8 +375,8 @@ class RiskScorer:
                         stats.seconds,
                     )
                 self.request_pass()
-            except CloudError as exc:
-                log.warning("scorer pass failed, retrying: %s", exc)
+            except (CloudError, SQLAlchemyError) as exc:
+                log.warning("scorer pass failed, retrying: %s", " ".join(str(exc).split())[:300])
             stop.wait(self.config.poll_s)
 
 

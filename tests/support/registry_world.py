@@ -4,7 +4,9 @@
 user and two clients (Alpha and Bravo), each with a site, a gateway (with a credential),
 two devices, a device event, a facility manager with a password and an API key. Every
 name and serial carries the tenant's word (``alpha``/``bravo``), so a test can look for
-any trace of one tenant in a response meant for the other.
+any trace of one tenant in a response meant for the other. ``seed_work_orders(world)``
+adds, per tenant, a service desk, a risk score and a work order opened from it (with its
+delivery in the outbox).
 
 Password hashing (scrypt) is the slow part; tests seed once per session into a template
 file and copy it (``copy_sqlite``).
@@ -13,15 +15,21 @@ file and copy it (``copy_sqlite``).
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import select
+
+from cloud.api.schemas import EXAMPLE_TECHNICIAN_ID
 from cloud.auth import Principal, create_api_key
 from cloud.db import make_engine, make_sessionmaker, migrate, session_scope
 from cloud.registry import services
+from cloud.risk.models import RiskScore
 from cloud.settings import Settings, load_settings
 from cloud.tsdb.base import Point, TimeSeriesStore
+from cloud.workorders import service as work_orders
+from cloud.workorders.models import Desk, OutboxMessage, Source, Technician
 
 PASSWORD = "correct horse battery"  # noqa: S105 - test users only
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
@@ -44,10 +52,15 @@ class Tenant:
     manager_email: str = ""
     api_key: str = ""
     api_key_id: str = ""
+    # seed_work_orders:
+    desk_id: str = ""
+    work_order_id: str = ""
+    outbox_id: str = ""
+    """The order's delivery to the desk (an integer id)."""
 
     def ids(self) -> dict[str, str]:
         """Every object id of this tenant, by the path/query parameter that names it."""
-        return {
+        ids = {
             "client_id": self.client_id,
             "site_id": self.site_id,
             "gateway_id": self.gateway_id,
@@ -57,11 +70,16 @@ class Tenant:
             "user_id": self.manager_id,
             "key_id": self.api_key_id,
         }
+        if self.work_order_id:
+            ids |= {"work_order_id": self.work_order_id, "outbox_id": self.outbox_id}
+        return ids
 
     def markers(self) -> set[str]:
-        """Strings that only this tenant's data contains."""
+        """Strings that only this tenant's data contains (not the outbox id: a small
+        integer, which any text may contain)."""
         return {
-            *self.ids().values(),
+            *(v for k, v in self.ids().items() if k != "outbox_id"),
+            self.desk_id,
             self.client_name,
             self.serial,
             self.manager_email,
@@ -169,6 +187,75 @@ def seed_world(url: str) -> World:
     finally:
         engine.dispose()
     return world
+
+
+def seed_work_orders(world: World) -> World:
+    """Per tenant: a webhook desk, a risk score of the first device (at ``NOW`` + 1 h) and
+    a work order opened from it through :func:`cloud.workorders.service.trigger` (so its
+    ``created`` delivery waits in the outbox); and the technician of the API's assignment
+    example. A copy of ``world`` with the new ids; the tenants of ``world`` itself are left
+    as they are (fixtures share them)."""
+    engine = make_engine(world.url)
+    sessions = make_sessionmaker(engine)
+    at = NOW + timedelta(hours=1)
+    tenants: dict[str, Tenant] = {}
+    try:
+        with sessions.begin() as s:
+            s.add(Technician(id=EXAMPLE_TECHNICIAN_ID, name="Example Technician", skills=["hvac"]))
+        for word, t in world.tenants.items():
+            with sessions.begin() as s:
+                desk = Desk(
+                    client_id=t.client_id,
+                    kind="webhook",
+                    url=f"https://desk.{word}.example/hook",
+                    secret="whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY",
+                )
+                s.add(desk)
+                s.add(
+                    RiskScore(
+                        device_id=t.device_id,
+                        site_id=t.site_id,
+                        ts=at,
+                        computed_at=at,
+                        p24=0.3,
+                        p72=0.7,
+                        horizon_h=72.0,
+                        fault_type="refrigerant_leak",
+                        fault_probs={"refrigerant_leak": 0.8, "valve_wear": 0.2},
+                        health=30,
+                        anomaly_score=2.5,
+                        alert=True,
+                        top_signals=[{"signal": "superheat", "share": 0.6, "trend_per_day": 0.4}],
+                        model="compressor-risk",
+                    )
+                )
+                s.flush()
+                desk_id = desk.id
+            result = work_orders.trigger(
+                sessions,
+                work_orders.Trigger(
+                    device_id=t.device_id,
+                    fault="refrigerant_leak",
+                    source=Source.RISK,
+                    at=at,
+                    p24=0.3,
+                    p72=0.7,
+                    health=30,
+                ),
+                work_orders.OrderPolicy(),
+                now=at,
+            )
+            assert result.order_id is not None, result
+            with sessions() as s:
+                outbox_id = s.scalars(
+                    select(OutboxMessage.id).where(OutboxMessage.work_order_id == result.order_id)
+                ).one()
+            tenants[word] = replace(
+                t, desk_id=desk_id, work_order_id=result.order_id, outbox_id=str(outbox_id)
+            )
+    finally:
+        engine.dispose()
+    return replace(world, tenants=tenants)
 
 
 def copy_sqlite(template: Path, target: Path) -> str:

@@ -21,7 +21,14 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 from schemathesis.python.asgi import shutdown_lifespans
-from support.registry_world import PASSWORD, World, copy_sqlite, seed_points, settings_for
+from support.registry_world import (
+    PASSWORD,
+    World,
+    copy_sqlite,
+    seed_points,
+    seed_work_orders,
+    settings_for,
+)
 from unit.cloud.api.conftest import TestClient
 
 from cloud.app import create_app
@@ -55,6 +62,7 @@ def fuzz_app(
     template_path, template = world_template
     folder = tmp_path_factory.mktemp("schemathesis")
     world = dataclasses.replace(template, url=copy_sqlite(template_path, folder / "registry.db"))
+    world = seed_work_orders(world)  # lists of work orders and site risks are not empty
     store = SQLiteStore(folder / "ts.db")
     try:
         seed_points(store, world)

@@ -15,7 +15,9 @@ from the schema's example with every ``*_id`` field set to Bravo's. Then:
    the 404s above are isolation, not broken routes.
 
 A route added later is walked automatically; one with a path or query parameter the walk
-cannot fill fails the test with what to add.
+cannot fill fails the test with what to add. The world walked has a desk, a risk score and
+a work order (with its delivery) per tenant (``seed_work_orders``), so the risk, work-order
+and delivery routes are walked on real objects too.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy import Engine, select
-from support.registry_world import NOW, PASSWORD, Tenant, World
+from support.registry_world import NOW, PASSWORD, Tenant, World, seed_work_orders
 from unit.cloud.api.conftest import Headers, TestClient
 
 from cloud.api.deps import CurrentPrincipal, SessionDep
@@ -54,6 +56,8 @@ ID_PARAMS = {
     "key_id",
     "credential_id",
     "event_id",
+    "work_order_id",
+    "outbox_id",
 }
 QUERY_SEARCH = {"q"}
 TIME_PARAMS = {  # the seeded readings' hours
@@ -72,11 +76,16 @@ QUERY_FREE = {
     "criticality",
     "asset_type",
     "events_limit",
+    "state",
+    "open",
+    "fault",
+    "priority_max",
 }
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
 MISSING_UUID = "00000000-0000-4000-8000-000000000000"
 MISSING_GATEWAY = "gw-does-not-exist"
+MISSING = {"gateway_id": MISSING_GATEWAY, "outbox_id": "2147483647"}
 
 
 @dataclass
@@ -103,6 +112,12 @@ class Op:
     """The full path template, e.g. ``/v1/devices/{device_id}``."""
 
 
+@pytest.fixture
+def world(world: World) -> World:
+    """The two-tenant world with a desk, a risk score and a work order per tenant."""
+    return seed_work_orders(world)
+
+
 def operations(app: FastAPI) -> Iterator[Op]:
     """Every method of every APIRoute in ``app.routes``. FastAPI 0.165 keeps included
     routers as wrappers there; ``iter_route_contexts`` flattens them with their prefixes."""
@@ -114,7 +129,7 @@ def operations(app: FastAPI) -> Iterator[Op]:
 
 def _id_for(name: str, tenant: Tenant | None) -> str:
     if tenant is None:
-        return MISSING_GATEWAY if name == "gateway_id" else MISSING_UUID
+        return MISSING.get(name, MISSING_UUID)
     return tenant.ids()[name]
 
 
@@ -208,8 +223,7 @@ def tenant_rows(engine: Engine, seeds: set[str]) -> dict[str, list[tuple[Any, ..
     with engine.connect() as conn:
         everything = {t.name: [tuple(r) for r in conn.execute(select(t))] for t in tables}
     id_column = {
-        t.name: list(t.columns.keys()).index(next(iter(t.primary_key.columns)).name)
-        for t in tables
+        t.name: list(t.columns.keys()).index(next(iter(t.primary_key.columns)).name) for t in tables
     }
     ids = set(seeds)
     while True:
@@ -270,8 +284,9 @@ def test_every_route_hides_another_clients_objects(
     assert len(ops) >= 30, "the walk should see the whole API"
     engine = app.state.engine
     before = tenant_rows(engine, set(b.ids().values()))
-    assert sum(len(rs) for rs in before.values()) == 9  # client, site, gateway, credential,
-    # two devices, an event, the manager, their API key
+    assert sum(len(rs) for rs in before.values()) == 15  # client, site, gateway, credential,
+    # two devices, an event, the manager, their API key; a desk, a risk score, a work order,
+    # its history event, its life-cycle event and its delivery
     problems: list[str] = []
 
     for route in ops:
@@ -360,4 +375,6 @@ def test_unknown_parameters_fail_the_walk(app: FastAPI) -> None:
 
 def test_every_uuid_like_marker_is_unique(world: World) -> None:
     assert not world.a.markers() & world.b.markers()
-    assert all(uuid.UUID(v) for k, v in world.b.ids().items() if k != "gateway_id")
+    assert all(
+        uuid.UUID(v) for k, v in world.b.ids().items() if k not in ("gateway_id", "outbox_id")
+    )
