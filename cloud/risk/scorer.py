@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from prometheus_client import Counter, Histogram
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -39,7 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cloud.errors import CloudError, StoreUnavailable
 from cloud.registry.models import Device, Gateway, Site
 from cloud.risk.models import RiskRequest, RiskScore
-from cloud.tsdb.base import TimeSeriesStore
+from cloud.tsdb.base import FeatureRow, TimeSeriesStore
 from cloud.workorders.catalogue import ALARM_PREFIX
 from cloud.workorders.models import Source
 from cloud.workorders.service import OrderPolicy, Trigger, TriggerResult, trigger
@@ -93,6 +94,13 @@ class PassStats:
     def count(self, result: TriggerResult) -> None:
         self.triggers[result.outcome] = self.triggers.get(result.outcome, 0) + 1
         TRIGGERS.labels(result.outcome).inc()
+
+
+def _matrix(rows: Sequence[FeatureRow], names: Sequence[str]) -> npt.NDArray[np.float64]:
+    """Rows × ``names`` of the windows' features; NaN where a window lacks one."""
+    return np.asarray(
+        [[r.features.get(n, np.nan) for n in names] for r in rows], dtype=np.float64
+    ).reshape(len(rows), len(names))
 
 
 class _Learning(Exception):
@@ -153,15 +161,8 @@ class RiskScorer:
         rows = self.store.feature_history(dev.id, now - spec.history_s, now + 1, names=names)
         if not rows:
             return None
-        col = {n: j for j, n in enumerate(names)}
-        x = np.full((len(rows), len(names)), np.nan)
-        for i, row in enumerate(rows):
-            for name, value in row.features.items():
-                j = col.get(name)
-                if j is not None:
-                    x[i, j] = value
         t = np.asarray([r.ts for r in rows], dtype=np.float64)
-        return DeviceHistory(t, x, baseline)
+        return DeviceHistory(t, _matrix(rows, names), baseline)
 
     def _baseline(self, dev: DeviceRow, now: float) -> Any:
         """The device's own baseline from its first ``baseline_days`` of windows, cached
@@ -180,8 +181,7 @@ class RiskScorer:
         rows = self.store.feature_history(dev.id, start, min(end, now + 1), names=names)
         if len(rows) < spec.baseline_windows:
             return None
-        x = np.asarray([[r.features.get(n, np.nan) for n in names] for r in rows])
-        baseline = self.runtime.baseline(dev.asset_type, x)
+        baseline = self.runtime.baseline(dev.asset_type, _matrix(rows, names))
         if end <= now:
             self._baselines[dev.id] = baseline
         return baseline
@@ -325,11 +325,11 @@ class RiskScorer:
             return stats
         wanted = {r.device_id for r in requests}
         devices = {d.id: d for d in self.devices(wanted)}
+        # A request's device exists (the foreign key cascades deletes); an alarm opens an
+        # order whether or not the device's asset type has a risk model.
         for r in requests:
-            if r.reason != "alarm" or (r.device_id not in devices and not self._known(r.device_id)):
-                continue
             detail = r.detail or {}
-            if str(detail.get("severity", "")) in cfg.alarm_severities:
+            if r.reason == "alarm" and str(detail.get("severity", "")) in cfg.alarm_severities:
                 stats.count(self._alarm(r.device_id, detail))
         self.score([devices[d] for d in sorted(wanted) if d in devices], stats)
         with self.sessions.begin() as session:
@@ -337,10 +337,6 @@ class RiskScorer:
         stats.seconds = time.perf_counter() - started
         PASS_SECONDS.labels("requests").observe(stats.seconds)
         return stats
-
-    def _known(self, device_id: str) -> bool:
-        with self.sessions() as session:
-            return session.get(Device, device_id) is not None
 
     def _alarm(self, device_id: str, detail: Mapping[str, Any]) -> TriggerResult:
         name = str(detail.get("name", "")) or "unnamed"

@@ -117,12 +117,6 @@ class Catalogue:
     def __getitem__(self, fault: str) -> FaultInfo:
         return self._entries.get(fault, GENERIC)
 
-    def __contains__(self, fault: object) -> bool:
-        return fault in self._entries
-
-    def names(self) -> list[str]:
-        return sorted(self._entries)
-
 
 def _entry(where: str, raw: Any) -> FaultInfo:
     if not isinstance(raw, Mapping):
