@@ -289,6 +289,8 @@ class Agent:
             return items
         if score is not None:
             self.counts["scores"] += 1
+            for name, value in score.features.items():
+                features.setdefault(name, _finite(value))
             items.append(
                 (
                     window.end,

@@ -93,6 +93,9 @@ class PollGroup(_Strict):
     period_s: Annotated[float, Field(ge=0.05, le=86400)]
     window_s: Annotated[float, Field(ge=1, le=86400)]
     """Feature window: at each window end the group's features are computed and scored."""
+    hop_s: Annotated[float, Field(gt=0, le=86400)] | None = None
+    """One window ends every ``hop_s`` (default ``window_s``, back-to-back windows); a
+    shorter hop makes the windows overlap (sliding windows)."""
 
     @model_validator(mode="after")
     def _window_holds_samples(self) -> PollGroup:
@@ -100,7 +103,22 @@ class PollGroup(_Strict):
             raise ValueError(
                 f"window_s {self.window_s} holds fewer than 2 polls of period_s {self.period_s}"
             )
+        if self.hop_s is not None and self.hop_s > self.window_s:
+            raise ValueError(
+                f"hop_s {self.hop_s} is longer than window_s {self.window_s}: samples "
+                "between windows would be lost"
+            )
+        if self.hop_s is not None and self.hop_s < self.period_s:
+            raise ValueError(
+                f"hop_s {self.hop_s} is shorter than period_s {self.period_s}: "
+                "windows would end with no new poll in them"
+            )
         return self
+
+    @property
+    def hop(self) -> float:
+        """Seconds between window ends (``hop_s``, or ``window_s`` when not set)."""
+        return self.window_s if self.hop_s is None else self.hop_s
 
 
 DEFAULT_POLL_GROUPS = (

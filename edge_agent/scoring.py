@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -52,6 +52,10 @@ class Score:
     """(signal, summed contribution), largest first, at most TOP_SIGNALS."""
     n_filled: int = 0
     """Features that were NaN and replaced by fill values."""
+    features: dict[str, float] = field(default_factory=dict)
+    """The window's features the model took, by name, as computed (NaN where missing,
+    before fill values): shipped with the window's other features, so the cloud has the
+    ones the model needs (derived signals such as pressure ratios included)."""
 
 
 def top_signals(
@@ -129,4 +133,5 @@ class Scorer:
             )
             return None
         x = feature_vector(window.series, model.feature_names, window.ts)
-        return self.score(x, model)
+        score = self.score(x, model)
+        return replace(score, features=dict(zip(model.feature_names, x.tolist(), strict=True)))

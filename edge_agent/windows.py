@@ -1,22 +1,26 @@
-"""Fixed feature windows: one :class:`WindowBuffer` per device and poll group.
+"""Feature windows: one :class:`WindowBuffer` per device and poll group.
 
-Windows are aligned to wall time, staggered per device: window k of a device's group
-covers ``[k·window_s + offset, (k+1)·window_s + offset)`` in epoch seconds, where
-``offset`` (:func:`window_offset`) is a fixed fraction of ``window_s`` in ``[0, window_s)``
+Windows are aligned to wall time, staggered per device. A group's windows are
+``window_s`` long and one ends every ``hop_s`` (default ``window_s``: back-to-back
+windows; a shorter hop gives overlapping, sliding windows, e.g. 12-hour windows every
+hour, as the cloud's risk models were trained on). Window k of a device's group ends at
+``k·hop_s + offset`` in epoch seconds and covers the ``window_s`` before it, where
+``offset`` (:func:`window_offset`) is a fixed fraction of ``hop_s`` in ``[0, hop_s)``
 derived from a stable hash of the device id (BLAKE2b of its UTF-8 bytes, in whole
-milliseconds). Every window is ``window_s`` long and a restart does not shift it (the same
-id gives the same offset in every process and on every gateway), but different devices'
-windows end at different instants: their features and scores are not all computed at
-once at the same wall-clock instant. Samples ``(ts, {point: value})`` are appended as
-polls complete; the first sample at or after the end of the open window closes it and
-yields a :class:`Window`; :meth:`WindowBuffer.close_due` closes it on time when samples
-stop coming (a device that went silent).
+milliseconds). A restart does not shift the windows (the same id gives the same offset in
+every process and on every gateway), but different devices' windows end at different
+instants: their features and scores are not all computed at once at the same wall-clock
+instant. Samples ``(ts, {point: value})`` are appended as polls complete; the first
+sample at or after the end of the open window closes it and yields a :class:`Window`;
+:meth:`WindowBuffer.close_due` closes it on time when samples stop coming (a device that
+went silent). When samples resume after a gap, the windows that ended inside the gap are
+not yielded; the next one is the window that ends after the new sample.
 
-Memory is bounded: a window holds at most ``max_samples = ceil(window_s / period_s) · 2``
+Memory is bounded: a buffer holds at most ``max_samples = ceil(window_s / period_s) · 2``
 samples; the excess is dropped and counted. A sample older than the open window's start
 (late, e.g. a slow poll that finished after the boundary) is dropped and counted. A step of
-the wall clock back by more than a whole window (a clock set back) discards the open window
-(counted) and starts again at the new time.
+the wall clock back by more than a whole window (a clock set back) discards the held
+samples (counted) and starts again at the new time.
 
 A window with no samples is never yielded; nor are the empty windows of a gap.
 """
@@ -47,9 +51,9 @@ class Window:
     device_id: str
     group: str
     start: float
-    """Epoch seconds: k·window_s + the device's offset (see :func:`window_offset`)."""
+    """Epoch seconds: end - window_s."""
     end: float
-    """start + window_s (exclusive)."""
+    """Epoch seconds (exclusive): k·hop_s + the device's offset (see :func:`window_offset`)."""
     series: dict[str, npt.NDArray[np.float64]]
     """Point name -> samples in time order, NaN where the point was not read."""
     ts: npt.NDArray[np.float64]
@@ -80,54 +84,64 @@ class WindowCounters:
 
 
 def window_offset(device_id: str, window_s: float) -> float:
-    """Where in ``[0, window_s)`` the windows of ``device_id`` start, past the multiples of
-    ``window_s``: a stable hash of the id (not Python's ``hash``, which changes from one
-    process to the next), in whole milliseconds."""
+    """Where in ``[0, window_s)`` the windows of ``device_id`` end, past the multiples of
+    ``window_s`` (the group's hop): a stable hash of the id (not Python's ``hash``, which
+    changes from one process to the next), in whole milliseconds."""
     steps = max(1, int(window_s * 1000))
     digest = hashlib.blake2b(device_id.encode("utf-8"), digest_size=8).digest()
     return (int.from_bytes(digest, "big") % steps) / 1000.0
 
 
 class WindowBuffer:
-    """Collects the samples of one device and poll group into fixed, aligned windows.
+    """Collects the samples of one device and poll group into aligned windows.
 
-    ``offset_s`` shifts the windows off the multiples of the group's ``window_s``; by
-    default the device's own :func:`window_offset`.
+    ``offset_s`` shifts the window ends off the multiples of the group's hop; by default
+    the device's own :func:`window_offset`.
     """
 
     def __init__(self, device_id: str, group: PollGroup, *, offset_s: float | None = None) -> None:
         self.device_id = device_id
         self.group = group.name
         self.window_s = float(group.window_s)
+        self.hop_s = float(group.hop)
         self.period_s = float(group.period_s)
         if offset_s is None:
-            offset_s = window_offset(device_id, self.window_s)
-        if not 0 <= offset_s < self.window_s:
-            raise ValueError(f"offset_s {offset_s!r} is not in [0, {self.window_s})")
+            offset_s = window_offset(device_id, self.hop_s)
+        if not 0 <= offset_s < self.hop_s:
+            raise ValueError(f"offset_s {offset_s!r} is not in [0, {self.hop_s})")
         self.offset_s = float(offset_s)
         self.expected = math.ceil(self.window_s / self.period_s - 1e-9)
         self.max_samples = self.expected * 2
         self.counters = WindowCounters()
-        self._start: float | None = None
+        self._start = 0.0
+        self._end: float | None = None
         self._ts: list[float] = []
         self._rows: list[dict[str, SampleValue]] = []
         self._excess = 0
 
+    def window_end(self, ts: float) -> float:
+        """End of the first window that ends after ``ts`` (the one ``ts`` is closed in)."""
+        return self._last_end(ts) + self.hop_s
+
     def window_start(self, ts: float) -> float:
-        """Start of the aligned window that holds ``ts``."""
-        w, off = self.window_s, self.offset_s
-        return math.floor((ts - off) / w) * w + off
+        """Start of the first window that ends after ``ts``."""
+        return self._last_end(ts) + (self.hop_s - self.window_s)
+
+    def _last_end(self, ts: float) -> float:
+        """The last window end at or before ``ts``."""
+        h, off = self.hop_s, self.offset_s
+        return math.floor((ts - off) / h) * h + off
 
     @property
     def open_window(self) -> tuple[float, float] | None:
-        """(start, end) of the window being filled, if any."""
-        if self._start is None:
+        """(start, end) of the next window to close, if any."""
+        if self._end is None:
             return None
-        return self._start, self._start + self.window_s
+        return self._start, self._end
 
     @property
     def pending(self) -> int:
-        """Samples in the open window."""
+        """Samples held (for a sliding window, some of them also in the last one closed)."""
         return len(self._ts)
 
     def append(self, ts: float, values: Mapping[str, SampleValue]) -> Window | None:
@@ -142,8 +156,8 @@ class WindowBuffer:
             if value is not None and not isinstance(value, (int, float, bool)):
                 raise TypeError(f"point {name!r}: {value!r} is not a number")
         closed: Window | None = None
-        if self._start is None:
-            self._start = self.window_start(ts)
+        if self._end is None:
+            self._open(ts)
         elif ts < self._start - self.window_s:
             self.counters.clock_steps += 1
             self.counters.discarded_samples += len(self._ts)
@@ -156,14 +170,16 @@ class WindowBuffer:
                 self._start,
                 len(self._ts),
             )
-            self._reset(self.window_start(ts))
+            self._ts, self._rows = [], []
+            self._excess = 0
+            self._open(ts)
         elif ts < self._start:
             self.counters.late += 1
             log.debug("%s/%s: late sample at %.3f dropped", self.device_id, self.group, ts)
             return None
-        elif ts >= self._start + self.window_s:
+        elif ts >= self._end:
             closed = self._close()
-            self._reset(self.window_start(ts))
+            self._advance(ts)
         if len(self._ts) >= self.max_samples:
             self._excess += 1
             self.counters.excess += 1
@@ -174,20 +190,30 @@ class WindowBuffer:
 
     def close_due(self, now: float) -> Window | None:
         """Close the open window if ``now`` is at or past its end (samples stopped coming)."""
-        if self._start is None or now < self._start + self.window_s:
+        if self._end is None or now < self._end:
             return None
         closed = self._close()
-        self._reset(None)
+        self._advance(now)
+        if not self._ts:
+            self._end = None
         return closed
 
-    def _reset(self, start: float | None) -> None:
-        self._start = start
-        self._ts = []
-        self._rows = []
+    def _open(self, ts: float) -> None:
+        self._start = self.window_start(ts)
+        self._end = self.window_end(ts)
+
+    def _advance(self, ts: float) -> None:
+        """Move on to the window that ends after ``ts``; keep the samples it covers."""
+        self._open(ts)
         self._excess = 0
+        start = self._start
+        if self._ts and min(self._ts) < start:
+            keep = [i for i, t in enumerate(self._ts) if t >= start]
+            self._ts = [self._ts[i] for i in keep]
+            self._rows = [self._rows[i] for i in keep]
 
     def _close(self) -> Window | None:
-        if self._start is None or not self._ts:
+        if self._end is None or not self._ts:
             return None
         ts = np.asarray(self._ts, dtype=np.float64)
         order = np.argsort(ts, kind="stable")
@@ -209,7 +235,7 @@ class WindowBuffer:
             device_id=self.device_id,
             group=self.group,
             start=self._start,
-            end=self._start + self.window_s,
+            end=self._end,
             series=series,
             ts=ts,
             n_samples=n,

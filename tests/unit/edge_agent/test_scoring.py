@@ -100,7 +100,7 @@ def test_a_non_finite_score_is_a_model_error(tmp_path: Path, publisher: Any, now
 def test_a_window_is_scored_by_its_asset_types_model(
     tmp_path: Path, publisher: Any, now: Any
 ) -> None:
-    scorer, _ = make_scorer(tmp_path, publisher, now)
+    scorer, model = make_scorer(tmp_path, publisher, now)
     buf = WindowBuffer("cc-1", PollGroup(name="default", period_s=10.0, window_s=300.0))
     for ts, temp in ((0.0, 78.5), (10.0, 81.5)):
         buf.append(ts, {"discharge_temp": temp, "vibration_rms": 2.0, "current_l1": 12.0})
@@ -108,6 +108,10 @@ def test_a_window_is_scored_by_its_asset_types_model(
     assert window is not None
     s = scorer.score_window(window, "compressor")
     assert s is not None and s.score == pytest.approx(1.5) and s.n_filled == 0
+    # the features the model took travel with the score, as computed from the window
+    assert list(s.features) == list(model.feature_names)
+    assert s.features["discharge_temp__mean"] == pytest.approx(80.0)
+    assert s.features["current_l1__mean"] == pytest.approx(12.0)
     assert scorer.score_window(window, "fan") is None  # no model for fans
 
     short = WindowBuffer("cc-1", PollGroup(name="fast", period_s=1.0, window_s=60.0))

@@ -219,3 +219,65 @@ def test_staggered_windows_are_window_s_long_and_survive_a_restart() -> None:
 def test_an_offset_outside_the_window_is_refused(offset_s: float) -> None:
     with pytest.raises(ValueError, match="offset_s"):
         WindowBuffer("cc-1", FAST, offset_s=offset_s)
+
+
+SLIDING = PollGroup(name="risk", period_s=1.0, window_s=60.0, hop_s=15.0)
+
+
+def test_sliding_windows_end_every_hop_and_share_their_samples() -> None:
+    buf = WindowBuffer("cc-1", SLIDING, offset_s=0.0)
+    assert buf.window_start(100.0) == 45.0 and buf.window_end(100.0) == 105.0
+    closed = [w for i in range(200) if (w := buf.append(100.0 + i, {"t": float(i)})) is not None]
+    # one window every 15 s, each the 60 s before its end
+    expected = [(45.0 + 15 * k, 105.0 + 15 * k) for k in range(13)]
+    assert [(w.start, w.end) for w in closed] == expected
+    first, full = closed[0], closed[4]
+    assert first.n_samples == 5 and first.n_missing == 55  # polling began at 100
+    np.testing.assert_array_equal(full.ts, np.arange(105.0, 165.0))  # [105, 165): all 60
+    np.testing.assert_array_equal(full.series["t"], np.arange(5.0, 65.0))
+    assert full.n_missing == 0 and full.duration_s == 60.0
+    # the next window holds the last 45 s of this one, and 15 new seconds
+    np.testing.assert_array_equal(closed[5].ts, np.arange(120.0, 180.0))
+    assert buf.pending <= buf.max_samples
+
+
+def test_a_sliding_window_forgets_samples_older_than_its_start() -> None:
+    buf = WindowBuffer("cc-1", SLIDING, offset_s=0.0)
+    for i in range(60):
+        buf.append(1000.0 + i, {"t": float(i)})
+    assert buf.pending == 55  # the window that ends at 1065 holds [1005, 1065): 1005..1059
+    assert buf.append(1000.0, {"t": -1.0}) is None  # older than the open window: late
+    assert buf.counters.late == 1
+
+
+def test_a_silent_device_s_sliding_windows_close_on_time_until_its_samples_age_out() -> None:
+    buf = WindowBuffer("cc-1", SLIDING, offset_s=0.0)
+    for i in range(30):
+        buf.append(1000.0 + i, {"t": float(i)})  # 1000..1029, then silence
+    ends = []
+    now = 1030.0
+    while now < 1200.0:
+        w = buf.close_due(now)
+        if w is not None:
+            ends.append((w.end, w.n_samples))
+        now += 1.0
+    # windows ending 1035..1080 still hold some of the 30 samples; then nothing
+    assert ends == [(1035.0, 30), (1050.0, 30), (1065.0, 25), (1080.0, 10)]
+    assert buf.open_window is None and buf.pending == 0
+
+
+def test_back_to_back_windows_are_the_default_hop() -> None:
+    assert FAST.hop == 60.0 and SLIDING.hop == 15.0
+    a = WindowBuffer("cc-1", FAST)
+    assert a.offset_s == window_offset("cc-1", 60.0)  # unchanged for back-to-back windows
+    b = WindowBuffer("cc-1", SLIDING)
+    assert b.offset_s == window_offset("cc-1", 15.0) and 0 <= b.offset_s < 15.0
+
+
+@pytest.mark.parametrize(
+    ("hop_s", "why"),
+    [(61.0, "longer than window_s"), (0.5, "shorter than period_s"), (0.0, "greater than 0")],
+)
+def test_a_hop_outside_period_and_window_is_refused(hop_s: float, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        PollGroup(name="g", period_s=1.0, window_s=60.0, hop_s=hop_s)
