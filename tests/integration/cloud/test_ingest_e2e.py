@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
 import sys
 import textwrap
 import time
@@ -25,6 +23,7 @@ from pathlib import Path
 import pytest
 from support import cloud_stub as stub
 from support.influx import RestartableInflux
+from support.processes import Process, ingest_worker, scrape
 
 from cloud.auth.gateways import issue_credential
 from cloud.db import create_engine_from_settings, make_sessionmaker, migrate
@@ -93,40 +92,6 @@ class Site_:
     gateway: str
 
 
-class Process:
-    """A child process with its output in a log file."""
-
-    def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
-        self.argv, self.log, self.env = argv, log, env
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env
-            )
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def wait(self, timeout: float) -> str:
-        assert self.proc is not None
-        code = self.proc.wait(timeout)
-        text = self.log.read_text(errors="replace")
-        assert code == 0, f"{self.argv[:3]} exited with {code}:\n{text[-3000:]}"
-        return text
-
-
 @pytest.fixture
 def site(tmp_path: Path, postgres_db: str, request: pytest.FixtureRequest) -> Iterator[Site_]:
     gateway = "gw-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40]
@@ -170,33 +135,15 @@ def site(tmp_path: Path, postgres_db: str, request: pytest.FixtureRequest) -> It
 
 
 def worker(site: Site_, name: str, metrics_port: int) -> Process:
-    argv = [sys.executable, "-m", "cloud.cli", "ingest", "--workers", "1",
-            "--metrics-port", str(metrics_port)]  # fmt: skip
-    proc = Process(argv, site.workdir / f"{name}.log", site.env)
-    proc.start()
-    deadline = time.monotonic() + 20
-    while _scrape(metrics_port) is None:
-        assert proc.proc is not None and proc.proc.poll() is None, site_log(proc)
-        assert time.monotonic() < deadline, f"{name} did not start:\n{site_log(proc)}"
-        time.sleep(0.1)
-    time.sleep(0.5)  # connected and subscribed shortly after the metrics port is up
-    return proc
+    return ingest_worker(site.env, site.workdir / f"{name}.log", metrics_port)
 
 
 def site_log(proc: Process) -> str:
-    return proc.log.read_text(errors="replace")[-3000:] if proc.log.exists() else ""
-
-
-def _scrape(port: int) -> str | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
-            return str(r.read().decode())
-    except OSError:
-        return None
+    return proc.tail()
 
 
 def stored_batches(port: int) -> float:
-    text = _scrape(port) or ""
+    text = scrape(port) or ""
     found = re.search(
         r'^edgewatch_ingest_batches_total\{outcome="stored",transport="mqtt"\} (\S+)$',
         text,
