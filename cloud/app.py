@@ -7,7 +7,8 @@ apps as they like, each on its own database.
 
 Routers, by resource (``cloud/api``): auth and ``/me``, clients, sites, gateways,
 devices, users, failure risk (``cloud.api.risk``), work orders and their deliveries
-(``cloud.api.workorders``), health (``/healthz``, ``/readyz``, ``/metrics``), and the
+(``cloud.api.workorders``), the service desks' signed status posts
+(``cloud.api.desk_inbound``), health (``/healthz``, ``/readyz``, ``/metrics``), and the
 gateways' HTTPS uplink (``cloud.api.uplink``). Errors of the ``cloud.errors`` tree become
 status codes in ``cloud.api.errors``; HTTP and SQL metrics are in ``cloud.api.metrics``.
 """
@@ -24,6 +25,7 @@ from fastapi import FastAPI
 from cloud.api import (
     auth,
     clients,
+    desk_inbound,
     devices,
     errors,
     gateways,
@@ -54,11 +56,13 @@ DESCRIPTION: Final = """\
 EdgeWatch predicts appliance failures from gateway data. This API serves the registry
 (clients, sites, gateways, devices, users), each device's life-cycle file, readings and
 failure risk, the work orders opened from predicted failures and alarms (with their
-deliveries to the clients' service desks), and accepts gateway uplinks over HTTPS.
+deliveries to the clients' service desks, and the desks' status changes posted back), and
+accepts gateway uplinks over HTTPS.
 
 **Authentication**: `POST /v1/auth/token` (OAuth2 password flow) returns a bearer token;
 API keys (`ewk_...`, from `POST /v1/me/api-keys`) go in `Authorization: Bearer` or
-`X-API-Key`.
+`X-API-Key`. Service desks sign their status posts with their desk's secret (Standard
+Webhooks) instead; gateways send their uplink with their own secret.
 
 **Tenants**: a facility manager sees only their own client's objects; anything else
 answers 404, and lists never contain it.
@@ -78,6 +82,10 @@ TAGS: Final = [
         "name": "work orders",
         "description": "orders from predicted failures and alarms: life cycle, comments, "
         "assignment, deliveries to the service desks",
+    },
+    {
+        "name": "service desk",
+        "description": "status changes a desk posts back, signed with the desk's secret",
     },
     {"name": "health", "description": "liveness, readiness, Prometheus metrics"},
 ]
@@ -125,6 +133,7 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None) -> F
         devices,
         risk,
         workorders,
+        desk_inbound,  # after workorders: the tenant walk moves an order through both
         users,
         health,
         uplink,

@@ -1,8 +1,10 @@
 """The one place where the cloud's error tree becomes HTTP status codes.
 
     NotFound 404 · Conflict 409 · InvalidInput 422 · AuthError 401 (with
-    ``WWW-Authenticate: Bearer``) · Forbidden 403 · RegistryUnavailable 503 ·
-    StoreUnavailable 503 (with ``Retry-After``) · StoreError 502 · any other CloudError 500
+    ``WWW-Authenticate: Bearer``) · SignatureError 401 (a desk's post whose Standard
+    Webhooks signature does not verify; ``WWW-Authenticate: webhook-signature``) ·
+    Forbidden 403 · RegistryUnavailable 503 · StoreUnavailable 503 (with ``Retry-After``) ·
+    StoreError 502 · any other CloudError 500
 
 Every error body is :class:`cloud.api.schemas.ErrorBody`: ``{"error": ..., "detail": ...}``;
 FastAPI's request validation errors and Starlette's 404/405 get the same shape. A 5xx is
@@ -21,6 +23,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud.api.schemas import ErrorBody
+from cloud.desk.signing import SignatureError
 from cloud.errors import (
     AuthError,
     CloudError,
@@ -39,6 +42,7 @@ STATUS: Final[tuple[tuple[type[CloudError], int, str], ...]] = (
     # Subclasses before their bases.
     (Forbidden, 403, "forbidden"),
     (AuthError, 401, "unauthorized"),
+    (SignatureError, 401, "unauthorized"),  # an InvalidInput: before it
     (NotFound, 404, "not_found"),
     (Conflict, 409, "conflict"),
     (RegistryUnavailable, 503, "registry_unavailable"),
@@ -77,7 +81,8 @@ async def _cloud_error(_request: Request, exc: Exception) -> JSONResponse:
     status, code = status_of(exc)
     headers: dict[str, str] | None = None
     if status == 401:
-        headers = {"WWW-Authenticate": "Bearer"}
+        scheme = "webhook-signature" if isinstance(exc, SignatureError) else "Bearer"
+        headers = {"WWW-Authenticate": scheme}
     elif status == 503:
         headers = {"Retry-After": RETRY_AFTER_S}
     if status >= 500:

@@ -24,7 +24,8 @@ from cloud.registry.models import (
     SiteKind,
 )
 from cloud.tsdb.base import FieldValue
-from cloud.workorders.models import DeliveryState, Source, WorkOrder
+from cloud.workorders.inbound import Received
+from cloud.workorders.models import DeliveryState, InboundOutcome, Source, WorkOrder
 from cloud.workorders.policy import State
 from cloud.workorders.queries import Delivery, OrderDetail
 from cloud.workorders.service import order_number
@@ -59,7 +60,7 @@ class ErrorBody(BaseModel):
     error: str = Field(
         description="not_found, conflict, invalid_input, unauthorized, forbidden, "
         "registry_unavailable, store_unavailable, store_error, method_not_allowed, "
-        "internal_error"
+        "too_large, internal_error"
     )
     detail: Any = Field(description="what went wrong (a list of problems for invalid input)")
 
@@ -809,4 +810,111 @@ class DeliveryOut(BaseModel):
             delivered_at=m.delivered_at,
             last_error=m.last_error,
             attempt_log=[DeliveryAttemptOut.model_validate(a) for a in d.attempts],
+        )
+
+
+# ---- service desks' status posts ------------------------------------------------------------
+
+EXAMPLE_SYS_ID = "6816f79cc0a8016401c5a33be04be441"
+
+DESK_STATUS_EXAMPLES: dict[str, dict[str, Any]] = {
+    "webhook": {
+        "summary": "webhook desk: our order id and state (or the data of an envelope)",
+        "value": {
+            "order_id": EXAMPLE_ORDER_ID,
+            "state": "approved",
+            "note": "approved by the facility team",
+        },
+    },
+    "servicenow": {
+        "summary": "ServiceNow: the incident's fields from a business rule (state 6 = Resolved)",
+        "value": {
+            "correlation_id": EXAMPLE_ORDER_ID,
+            "sys_id": EXAMPLE_SYS_ID,
+            "number": "INC0010001",
+            "state": "6",
+            "close_notes": "leak at the suction line brazed, recharged 2.1 kg",
+        },
+    },
+    "jira": {
+        "summary": "Jira Service Management: the issue (order in the ew- label)",
+        "value": {
+            "webhookEvent": "jira:issue_updated",
+            "issue": {
+                "key": "SD-12",
+                "fields": {
+                    "status": {"name": "In Progress"},
+                    "labels": [f"ew-{EXAMPLE_ORDER_ID}"],
+                },
+            },
+            "comment": {"body": "technician on the way"},
+        },
+    },
+    "zendesk": {
+        "summary": "Zendesk: a trigger's ticket (order in external_id)",
+        "value": {
+            "ticket": {"id": 35436, "external_id": EXAMPLE_ORDER_ID, "status": "solved"},
+            "comment": "fan bearing replaced",
+        },
+    },
+}
+"""One body per desk kind (``cloud.desk.inbound`` has the formats); the API tests parse
+every one."""
+
+DESK_STATUS_SCHEMA: dict[str, Any] = {
+    "title": "DeskStatusIn",
+    "type": "object",
+    "description": "The desk's own JSON, by the desk's kind: webhook `{order_id, "
+    "external_id?, state, note?}` (bare or as an envelope's `data`); ServiceNow the "
+    "incident (`correlation_id`, `sys_id`, `state`, `work_notes`/`close_notes`); Jira the "
+    "issue (`issue.key`, `issue.fields.status.name`, label `ew-<order id>`, `comment`); "
+    "Zendesk the ticket (`ticket.id`, `ticket.external_id`, `ticket.status`, `comment`) or "
+    "an event webhook's `detail`. Every kind may add a top-level `note`.",
+    "examples": [DESK_STATUS_EXAMPLES["webhook"]["value"]],
+}
+
+
+class DeskStatusOut(BaseModel):
+    """What a desk's status post did to its order (for a replay: what its first copy did)."""
+
+    order_id: str
+    number: str = Field(description="the order's number, e.g. WO-000042")
+    state_before: State
+    state_after: State
+    outcome: InboundOutcome = Field(
+        description="moved to the requested state; commented: it was in that state "
+        "already and the post's note became a comment; unchanged: in that state already, "
+        "no note (rejected is never a 200: a move the life cycle refuses answers 409)"
+    )
+    duplicate: bool = Field(
+        description="a replay of a post already received (same webhook-id): nothing changed"
+    )
+    message_id: str = Field(description="the post's webhook-id")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "order_id": EXAMPLE_ORDER_ID,
+                    "number": "WO-000042",
+                    "state_before": "in_progress",
+                    "state_after": "complete",
+                    "outcome": "moved",
+                    "duplicate": False,
+                    "message_id": "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W",
+                }
+            ]
+        }
+    )
+
+    @classmethod
+    def of(cls, r: Received) -> DeskStatusOut:
+        return cls(
+            order_id=r.order_id,
+            number=r.number,
+            state_before=State(r.state_before),
+            state_after=State(r.state_after),
+            outcome=r.outcome,
+            duplicate=r.duplicate,
+            message_id=r.message_id,
         )

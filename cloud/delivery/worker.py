@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import httpx
 from prometheus_client import Counter, Histogram
@@ -35,7 +35,7 @@ from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from cloud.desk.tickets import DeskAdapter, DeskConfig, DeskKind, Outcome, Ticket, make_adapter
+from cloud.desk.tickets import DeskAdapter, DeskConfig, Outcome, Ticket, make_adapter
 from cloud.errors import CloudError, ConfigError
 from cloud.registry.models import Device, Site
 from cloud.workorders.models import (
@@ -165,16 +165,7 @@ class DeliveryWorker:
         cached = self._adapters.get(desk_id)
         if cached is not None and cached[0] == key:
             return cached[1]
-        config = DeskConfig(
-            kind=cast(DeskKind, desk.kind),
-            url=desk.url,
-            secret=desk.secret,
-            username=desk.username,
-            token=desk.token,
-            options=dict(desk.options or {}),
-            timeout_s=self.timeout_s,
-        )
-        adapter = self._factory(config, self._client)
+        adapter = self._factory(desk.config(timeout_s=self.timeout_s), self._client)
         if cached is not None:
             cached[1].close()
         self._adapters[desk_id] = (key, adapter)

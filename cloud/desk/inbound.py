@@ -34,6 +34,11 @@ zendesk
 A body that names no order, an unknown state, or a bad signature raises
 :class:`~cloud.errors.InvalidInput` (:class:`~cloud.desk.signing.SignatureError` for the
 signature) whose ``where`` points into the body or at the header.
+
+A post to a desk that does not exist, or is disabled, goes through
+:func:`refuse_unknown_desk`: it is checked against a secret no desk has, so it fails
+exactly as a post signed with the wrong secret does (same error, same work), and
+unsigned posts cannot tell which desk ids exist.
 """
 
 from __future__ import annotations
@@ -42,13 +47,15 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
-from cloud.desk.signing import TOLERANCE_S, verify
+from cloud.desk.signing import SIGNATURE_HEADER, TOLERANCE_S, SignatureError, new_secret, verify
 from cloud.desk.tickets import DESK_KINDS, ORDER_ID_RE, ORDER_STATES, DeskConfig
 from cloud.errors import InvalidInput
 
 MAX_NOTE_CHARS: Final = 4000
+MAX_TEXT_CHARS: Final = 200
+"""Ids, keys and state names: longer ones are refused (a ticket id is stored in 200)."""
 
 SERVICENOW_STATES: Final[Mapping[str, str]] = {
     "1": "waiting_approval",
@@ -139,7 +146,10 @@ def _text(value: Any, where: str) -> str | None:
         return None
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise InvalidInput(where, f"expected a string, got {type(value).__name__}")
-    return str(value).strip() or None
+    text = str(value).strip()
+    if len(text) > MAX_TEXT_CHARS:
+        raise InvalidInput(where, f"at most {MAX_TEXT_CHARS} characters")
+    return text or None
 
 
 def _order_id(value: Any, where: str) -> str | None:
@@ -296,3 +306,21 @@ def verify_and_parse(
     except ValueError as exc:
         raise InvalidInput("body", f"not JSON: {exc}") from None
     return replace(parse_status_update(config.kind, document), message_id=message_id)
+
+
+_NO_DESK_SECRET: Final = new_secret()
+"""A secret no desk has (random per process): what posts to unknown desks are checked with."""
+
+
+def refuse_unknown_desk(
+    headers: Mapping[str, str],
+    body: bytes,
+    now: datetime | float,
+    tolerance_s: float = TOLERANCE_S,
+) -> NoReturn:
+    """Refuse a post to a desk that does not exist or is disabled with the
+    :class:`~cloud.desk.signing.SignatureError` a wrong secret gets (see the module
+    docstring)."""
+    verify(_NO_DESK_SECRET, headers, body, now, tolerance_s)
+    # Reached only if the post was signed with a random 32-byte key nobody knows.
+    raise SignatureError(SIGNATURE_HEADER, "no desk has this secret")  # pragma: no cover

@@ -12,13 +12,18 @@ insert fails on the index and that caller updates the winner's order instead.
 The outbox is written in the transaction that changes the order: a delivery exists if
 and only if the change was committed. Delivery workers claim due messages with a lease
 (``locked_until``), so a killed worker's messages are picked up again after the lease.
+
+A desk's status posts are remembered by their ``webhook-id`` (:class:`DeskInbound`, unique
+per desk): the first post of a message is applied, a replay or a concurrent copy of it
+fails on the unique index and is answered from the stored outcome
+(:mod:`cloud.workorders.inbound`).
 """
 
 from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -34,6 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from cloud.desk.tickets import DeskConfig, DeskKind
 from cloud.registry.models import Base, Device, _enum, new_id, utcnow
 from cloud.workorders.policy import State
 
@@ -210,6 +216,19 @@ class Desk(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
 
+    def config(self, *, timeout_s: float = 10.0) -> DeskConfig:
+        """What the delivery adapter sends with and what the desk's posts are verified
+        with (the one place a :class:`~cloud.desk.tickets.DeskConfig` is made of a row)."""
+        return DeskConfig(
+            kind=cast(DeskKind, self.kind),  # one of DESK_KINDS (checked by create_desk)
+            url=self.url,
+            secret=self.secret,
+            username=self.username,
+            token=self.token,
+            options=dict(self.options or {}),
+            timeout_s=timeout_s,
+        )
+
 
 class TicketRef(Base):
     """The vendor's ticket for an order at a desk, once known (never two per pair)."""
@@ -223,6 +242,42 @@ class TicketRef(Base):
     external_id: Mapped[str] = mapped_column(String(200), index=True)
     external_ref: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class InboundOutcome(enum.StrEnum):
+    """What a desk's status post did to its order."""
+
+    MOVED = "moved"
+    """The order went to the state the desk asked for."""
+    COMMENTED = "commented"
+    """The order was in that state already; the post's note became a comment."""
+    UNCHANGED = "unchanged"
+    """The order was in that state already and the post had no note."""
+    REJECTED = "rejected"
+    """The life cycle does not allow the move; ``detail`` is the answer the desk got."""
+
+
+class DeskInbound(Base):
+    """One status post a desk sent, by its ``webhook-id``: a replay of it moves nothing and
+    is answered from here (a rejected one with the same 409)."""
+
+    __tablename__ = "desk_inbound"
+    __table_args__ = (UniqueConstraint("desk_id", "message_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    desk_id: Mapped[str] = mapped_column(ForeignKey("desks.id", ondelete="CASCADE"))
+    message_id: Mapped[str] = mapped_column(String(200))
+    """The post's ``webhook-id``."""
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    work_order_id: Mapped[str] = mapped_column(ForeignKey("work_orders.id", ondelete="CASCADE"))
+    requested_state: Mapped[str] = mapped_column(String(32))
+    vendor_state: Mapped[str] = mapped_column(String(200))
+    """The state as the desk named it (``Resolved``, ``6``, ``solved``)."""
+    outcome: Mapped[InboundOutcome] = mapped_column(_enum(InboundOutcome, "inbound_outcome"))
+    from_state: Mapped[str] = mapped_column(String(32))
+    to_state: Mapped[str] = mapped_column(String(32))
+    """The order's state after the post (``from_state`` unless it moved)."""
+    detail: Mapped[str | None] = mapped_column(Text)
 
 
 class DeliveryState(enum.StrEnum):

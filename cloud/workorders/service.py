@@ -539,11 +539,13 @@ def transition(
     actor: str | None = None,
     from_desk: str | None = None,
     now: datetime | None = None,
+    detail: Mapping[str, Any] | None = None,
 ) -> WorkOrder:
     """Move the order to ``target``; :class:`Conflict` for a move the life cycle does not
     allow. Closing or cancelling frees the device and fault for a new order (after the
     cool-down), uses or returns the held parts and writes the life-cycle file;
-    ``failure_prevented`` (on complete or close) is the model's feedback."""
+    ``failure_prevented`` (on complete or close) is the model's feedback. ``detail`` goes
+    into the history event (e.g. the state as a desk named it)."""
     try:
         target = State(target)
     except ValueError:
@@ -581,6 +583,9 @@ def transition(
                 },
             )
         )
+    event_detail = dict(detail or {})
+    if failure_prevented is not None:
+        event_detail["failure_prevented"] = failure_prevented
     _log(
         session,
         order,
@@ -589,7 +594,7 @@ def transition(
         note=note,
         from_state=current,
         to_state=target,
-        detail=None if failure_prevented is None else {"failure_prevented": failure_prevented},
+        detail=event_detail or None,
     )
     _enqueue(
         session, order, "state_changed", note or f"state: {current} → {target}", skip_desk=from_desk
@@ -608,13 +613,21 @@ def comment(
     actor: str | None = None,
     from_desk: str | None = None,
     now: datetime | None = None,
+    detail: Mapping[str, Any] | None = None,
 ) -> WorkOrder:
     text = (text or "").strip()
     if not text or len(text) > 10_000:
         raise InvalidInput("comment", "must be 1-10,000 characters")
     order = get_order(session, p, order_id, lock=True)
     order.updated_at = now or _now()
-    _log(session, order, "commented", actor or _actor(p), note=text)
+    _log(
+        session,
+        order,
+        "commented",
+        actor or _actor(p),
+        note=text,
+        detail=dict(detail or {}) or None,
+    )
     _enqueue(session, order, "commented", text, skip_desk=from_desk)
     with translate_errors():
         session.flush()

@@ -5,14 +5,16 @@ request from the OpenAPI operation: path parameters are filled with client Bravo
 every id-like query parameter with a Bravo id and ``q`` with Bravo's word, and a JSON body
 from the schema's example with every ``*_id`` field set to Bravo's. Then:
 
-1. As Alpha's facility manager (gateway-authenticated routes: as Alpha's gateway), every
-   call must answer exactly as it answers for ids that do not exist at all: same status,
-   same error code, and for reads the same body. Routes with a path parameter must answer
-   404 (401 for the gateway uplink). No response may contain anything of Bravo that the
-   request did not carry itself, and nothing of Bravo's may change.
+1. As Alpha's facility manager (gateway-authenticated routes: as Alpha's gateway; routes
+   signed by a service desk: signed by Alpha's desk), every call must answer exactly as
+   it answers for ids that do not exist at all: same status, same error code, and for
+   reads the same body. Routes with a path parameter must answer 404 (401 for the gateway
+   uplink and the desks' status posts). No response may contain anything of Bravo that
+   the request did not carry itself, and nothing of Bravo's may change.
 2. The same calls as Bravo's manager, or as an admin where the manager's role may not do
-   it (as Bravo's gateway for the uplink), must succeed, and reads must show Bravo's data:
-   the 404s above are isolation, not broken routes.
+   it (as Bravo's gateway for the uplink, signed by Bravo's desk for its status posts),
+   must succeed, and reads must show Bravo's data: the 404s above are isolation, not
+   broken routes.
 
 A route added later is walked automatically; one with a path or query parameter the walk
 cannot fill fails the test with what to add. The world walked has a desk, a risk score and
@@ -24,24 +26,28 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from support.registry_world import NOW, PASSWORD, Tenant, World, seed_work_orders
 from unit.cloud.api.conftest import Headers, TestClient
 
 from cloud.api.deps import CurrentPrincipal, SessionDep
 from cloud.api.schemas import DeviceOut
+from cloud.db import make_engine
+from cloud.desk.signing import new_secret, signed_headers
 from cloud.errors import NotFound
 from cloud.registry.models import Device
 from cloud.schema import metadata
+from cloud.workorders.models import Desk
 from edge_agent.protocol import BATCH_CONTENT_TYPE, Record, RecordKind, encode_batch
 
 Login = Callable[[str], Headers]
@@ -58,7 +64,10 @@ ID_PARAMS = {
     "event_id",
     "work_order_id",
     "outbox_id",
+    "desk_id",
 }
+BODY_IDS = {"order_id": "work_order_id"}
+"""Body fields that name an object under another name than its parameter's."""
 QUERY_SEARCH = {"q"}
 TIME_PARAMS = {  # the seeded readings' hours
     "start": (NOW - timedelta(hours=1)).isoformat(),
@@ -96,7 +105,7 @@ class Call:
     params: dict[str, str] = field(default_factory=dict)
     body: Any = None
     content_type: str | None = None
-    auth: str = "user"  # user | gateway | public
+    auth: str = "user"  # user | gateway | desk | public
     carried: set[str] = field(default_factory=set)
     """Values the request itself carries (a response may echo them)."""
 
@@ -114,8 +123,19 @@ class Op:
 
 @pytest.fixture
 def world(world: World) -> World:
-    """The two-tenant world with a desk, a risk score and a work order per tenant."""
-    return seed_work_orders(world)
+    """The two-tenant world with a desk, a risk score and a work order per tenant. Alpha's
+    desk gets a secret of its own (the seeded desks share one), so that Alpha's desk
+    signing a post to Bravo's desk is a wrong signature, as it is in production."""
+    seeded = seed_work_orders(world)
+    engine = make_engine(seeded.url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                update(Desk).where(Desk.id == seeded.a.desk_id).values(secret=new_secret())
+            )
+    finally:
+        engine.dispose()
+    return seeded
 
 
 def operations(app: FastAPI) -> Iterator[Op]:
@@ -130,7 +150,7 @@ def operations(app: FastAPI) -> Iterator[Op]:
 def _id_for(name: str, tenant: Tenant | None) -> str:
     if tenant is None:
         return MISSING.get(name, MISSING_UUID)
-    return tenant.ids()[name]
+    return {**tenant.ids(), "desk_id": tenant.desk_id}[name]
 
 
 def build_call(spec: dict[str, Any], route: Op, tenant: Tenant | None) -> Call:
@@ -139,7 +159,15 @@ def build_call(spec: dict[str, Any], route: Op, tenant: Tenant | None) -> Call:
     method = route.method
     op = spec["paths"][route.path][method.lower()]
     security = {name for req in op.get("security", []) for name in req}
-    auth = "gateway" if "GatewaySecret" in security else "user" if security else "public"
+    auth = (
+        "gateway"
+        if "GatewaySecret" in security
+        else "desk"
+        if "DeskSignature" in security
+        else "user"
+        if security
+        else "public"
+    )
     call = Call(method=method, path=route.path, url=route.path, auth=auth)
     for param in op.get("parameters", []):
         name, where = param["name"], param["in"]
@@ -164,8 +192,9 @@ def build_call(spec: dict[str, Any], route: Op, tenant: Tenant | None) -> Call:
     if JSON in content:
         example = _example(spec, content[JSON]["schema"])
         for key in list(example):
-            if key.endswith("_id") and key in ID_PARAMS:
-                example[key] = _id_for(key, tenant)
+            name = BODY_IDS.get(key, key)
+            if name.endswith("_id") and name in ID_PARAMS:
+                example[key] = _id_for(name, tenant)
                 call.carried.add(example[key])
         call.body, call.content_type = example, JSON
     elif FORM in content:
@@ -192,19 +221,37 @@ def batch_for(gateway_id: str, device_name: str) -> bytes:
 
 
 class Caller:
-    """Sends a :class:`Call` as a user, a gateway or anonymously."""
+    """Sends a :class:`Call` as a user, a gateway, a service desk or anonymously."""
 
     def __init__(self, client: TestClient, world: World, login: Login) -> None:
         self.client, self.world, self.login = client, world, login
 
-    def send(self, call: Call, *, user: str | None = None, gateway: Tenant | None = None) -> Any:
+    def desk_secret(self, tenant: Tenant) -> str:
+        engine = cast(FastAPI, self.client.app).state.engine
+        with engine.connect() as conn:
+            return str(conn.scalar(select(Desk.secret).where(Desk.id == tenant.desk_id)))
+
+    def send(
+        self,
+        call: Call,
+        *,
+        user: str | None = None,
+        gateway: Tenant | None = None,
+        desk: Tenant | None = None,
+    ) -> Any:
         headers: dict[str, str] = {}
         if call.auth == "user" and user is not None:
             headers.update(self.login(user))
         if call.auth == "gateway" and gateway is not None:
             headers["Authorization"] = f"Bearer {gateway.gateway_secret}"
         kwargs: dict[str, Any] = {"params": call.params, "headers": headers}
-        if call.content_type == JSON:
+        if call.auth == "desk" and desk is not None:
+            raw = json.dumps(call.body).encode()
+            msg_id = f"msg_{uuid.uuid4().hex}"
+            headers.update(signed_headers(self.desk_secret(desk), msg_id, int(time.time()), raw))
+            headers["Content-Type"] = JSON
+            kwargs["content"] = raw
+        elif call.content_type == JSON:
             kwargs["json"] = call.body
         elif call.content_type == FORM:
             kwargs["data"] = call.body
@@ -293,10 +340,10 @@ def test_every_route_hides_another_clients_objects(
         method = route.method
         call = _prepare(build_call(spec, route, b), world, b, as_tenant=a)
         missing = _prepare(build_call(spec, route, None), world, None, as_tenant=a)
-        r = caller.send(call, user=a.manager_email, gateway=a)
-        r_missing = caller.send(missing, user=a.manager_email, gateway=a)
+        r = caller.send(call, user=a.manager_email, gateway=a, desk=a)
+        r_missing = caller.send(missing, user=a.manager_email, gateway=a, desk=a)
         has_object = "{" in route.path
-        expected = {"gateway": 401, "user": 404}.get(call.auth)
+        expected = {"gateway": 401, "desk": 401, "user": 404}.get(call.auth)
         if has_object and expected is not None and r.status_code != expected:
             problems.append(f"{call.label}: {r.status_code} for Bravo's ids, expected {expected}")
         if (r.status_code, error_code(r)) != (r_missing.status_code, error_code(r_missing)):
@@ -327,7 +374,7 @@ def test_every_route_hides_another_clients_objects(
     for route in sorted(ops, key=order):
         method = route.method
         call = _prepare(build_call(spec, route, b), world, b, as_tenant=b)
-        r = caller.send(call, user=b.manager_email, gateway=b)
+        r = caller.send(call, user=b.manager_email, gateway=b, desk=b)
         who = "Bravo's manager"
         if r.status_code == 403:
             r, who = caller.send(call, user=world.admin_email), "an admin"
