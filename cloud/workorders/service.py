@@ -617,7 +617,7 @@ def comment(
 ) -> WorkOrder:
     text = (text or "").strip()
     if not text or len(text) > 10_000:
-        raise InvalidInput("comment", "must be 1-10,000 characters")
+        raise InvalidInput("text", "must be 1-10,000 characters")
     order = get_order(session, p, order_id, lock=True)
     order.updated_at = now or _now()
     _log(

@@ -297,6 +297,7 @@ def test_comments(client: TestClient, world: World, login: Login, orders: Orders
     for bad in ({"text": ""}, {"text": "   "}, {"text": "x" * 10_001}, {"note": "x"}):
         r = client.post(url, json=bad, headers=fm)
         assert (r.status_code, r.json()["error"]) == (422, "invalid_input"), bad
+        assert ("text" if "text" in bad else "note") in str(r.json()["detail"]), r.text
     deliveries = client.get(f"/v1/work-orders/{orders.leak}/deliveries", headers=fm).json()
     assert deliveries[-1]["event"] == "commented"
     assert deliveries[-1]["comment"] == "access via the service lift"
