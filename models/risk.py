@@ -31,6 +31,7 @@ input's share of the horizon logit), for the cloud's scorer.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from collections.abc import Sequence
@@ -366,9 +367,11 @@ def build_risk_onnx(m: RiskModel) -> bytes:
 def write_risk(m: RiskModel, folder: Path) -> Path:
     out = folder / RISK_DIR
     out.mkdir(parents=True, exist_ok=True)
-    (out / RISK_ONNX).write_bytes(build_risk_onnx(m))
+    graph = build_risk_onnx(m)
+    (out / RISK_ONNX).write_bytes(graph)
     meta = {
         "asset_type": m.asset_type,
+        "sha256": hashlib.sha256(graph).hexdigest(),
         "horizon_h": m.horizon_h,
         "feature_names": m.feature_names,
         "fault_types": m.fault_types,
@@ -426,4 +429,9 @@ def load_risk(folder: Path) -> LoadedRisk | None:
         data = (path / RISK_ONNX).read_bytes()
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"{path}: cannot read the risk model ({exc})") from None
+    expected = meta.get("sha256") if isinstance(meta, dict) else None
+    if not isinstance(expected, str):
+        raise ArtifactError(f"{path / RISK_JSON}: names no sha256 of {RISK_ONNX}")
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise ArtifactError(f"{path / RISK_ONNX}: sha256 differs from {RISK_JSON}")
     return LoadedRisk(meta=meta, session=cpu_session(data))

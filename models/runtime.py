@@ -232,8 +232,9 @@ class RiskRuntime:
         checked against the manifest's sha256) and a risk model (``<asset>/risk/``).
 
         :class:`ArtifactError` naming the folder or file when one cannot be read, does not
-        match its manifest, is incomplete (a ``risk/`` folder without ``risk.json`` or
-        ``risk.onnx``) or does not fit its detector; and when no asset type has both."""
+        match its manifest (the risk graph: the sha256 in ``risk.json``), is incomplete (a
+        ``risk/`` folder without ``risk.json`` or ``risk.onnx``) or does not fit its
+        detector; and when no asset type has both."""
         detectors = load_detectors(model_dir)
         models: dict[str, _AssetModels] = {}
         for asset_type, det in detectors.items():

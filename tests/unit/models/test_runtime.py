@@ -4,6 +4,7 @@ signals on models whose outputs are set by hand."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -269,7 +270,28 @@ def test_an_incomplete_risk_model_is_refused(copied: Path) -> None:
 
 def test_a_broken_risk_graph_is_refused(copied: Path) -> None:
     (copied / "fan" / "risk" / "risk.onnx").write_bytes(b"not a graph")
+    path = copied / "fan" / "risk" / "risk.json"
+    meta = json.loads(path.read_text())
+    meta["sha256"] = hashlib.sha256(b"not a graph").hexdigest()  # signed off, yet broken
+    path.write_text(json.dumps(meta))
     with pytest.raises(ArtifactError, match=r"fan/risk/risk\.onnx: not a valid ONNX model"):
+        RiskRuntime.load(copied)
+
+
+def test_a_replaced_or_unhashed_risk_graph_is_refused(copied: Path) -> None:
+    # the compressor's risk graph where the fan's should be: a valid graph, not the one
+    # risk.json describes
+    shutil.copyfile(
+        copied / "compressor" / "risk" / "risk.onnx", copied / "fan" / "risk" / "risk.onnx"
+    )
+    with pytest.raises(ArtifactError, match=r"fan/risk/risk\.onnx: sha256 differs from risk\.json"):
+        RiskRuntime.load(copied)
+    path = copied / "compressor" / "risk" / "risk.json"
+    meta = json.loads(path.read_text())
+    del meta["sha256"]
+    path.write_text(json.dumps(meta))
+    shutil.rmtree(copied / "fan")
+    with pytest.raises(ArtifactError, match=r"compressor/risk/risk\.json: names no sha256"):
         RiskRuntime.load(copied)
 
 
