@@ -139,7 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lon", type=float)
     p.add_argument("--address")
     p.add_argument("--timezone", default="UTC", help="IANA name, e.g. Asia/Dubai")
-    p.add_argument("--tariff-json", help='e.g. \'{"currency": "AED", "energy_per_kwh": 0.38}\'')
+    p.add_argument(
+        "--tariff-json",
+        help='e.g. \'{"kind": "flat", "currency": "AED", "price_per_kwh": 0.38}\' (or kind tou)',
+    )
 
     p = asub.add_parser("create-user", help="create a user")
     p.add_argument("--email", required=True)

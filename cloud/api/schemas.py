@@ -142,7 +142,9 @@ class SiteIn(_In):
     address: OptionalText = None
     timezone: Timezone = "UTC"
     tariff: dict[str, Any] | None = Field(
-        None, description='e.g. {"currency": "AED", "energy_per_kwh": 0.38}'
+        None,
+        description="flat or time-of-use, see cloud.energy.tariff; e.g. "
+        '{"kind": "flat", "currency": "AED", "price_per_kwh": 0.38}',
     )
 
     model_config = ConfigDict(
@@ -158,7 +160,7 @@ class SiteIn(_In):
                     "longitude": 55.14,
                     "address": "Al Marsa St, Dubai Marina",
                     "timezone": "Asia/Dubai",
-                    "tariff": {"currency": "AED", "energy_per_kwh": 0.38},
+                    "tariff": {"kind": "flat", "currency": "AED", "price_per_kwh": 0.38},
                 }
             ]
         },

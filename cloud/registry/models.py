@@ -192,7 +192,8 @@ class Site(Base):
     address: Mapped[str | None] = mapped_column(Text)
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     tariff: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    """``{"currency": "EUR", "energy_per_kwh": 0.21, ...}``"""
+    """Flat or time-of-use prices (:mod:`cloud.energy.tariff`), e.g. ``{"kind": "flat",
+    "currency": "EUR", "price_per_kwh": 0.21}``."""
     shard: Mapped[int] = mapped_column(Integer, index=True, default=0, server_default="0")
     """:func:`site_shard` of the id: risk scorers split the fleet by ``shard % n``."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())

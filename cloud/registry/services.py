@@ -71,6 +71,7 @@ from cloud.auth.gateways import (
 from cloud.auth.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, hash_password
 from cloud.auth.principal import Principal
 from cloud.db import flush
+from cloud.energy.tariff import parse_tariff
 from cloud.errors import Conflict, Forbidden, InvalidInput, NotFound
 from cloud.registry.models import (
     Client,
@@ -215,22 +216,15 @@ def _timezone(value: Any) -> str:
 
 
 def _tariff(value: Any) -> dict[str, Any] | None:
+    """The site's tariff, checked against :mod:`cloud.energy.tariff` (flat or time of use;
+    the error names the key path, e.g. ``tariff.periods[1].start``)."""
     if value is None:
         return None
-    if not isinstance(value, dict):
-        raise InvalidInput("tariff", "must be an object such as {currency, energy_per_kwh}")
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidInput("tariff", f"must be plain JSON with finite numbers ({exc})") from None
-    currency = value.get("currency")
-    if currency is not None and (
-        not isinstance(currency, str) or not re.fullmatch(r"[A-Z]{3}", currency)
-    ):
-        raise InvalidInput("tariff.currency", "an ISO 4217 code such as EUR")
-    for key, item in value.items():
-        if key.endswith("_per_kwh") or key.endswith("_per_month"):
-            _number(f"tariff.{key}", item, lo=0)
+    parse_tariff(value)
     return dict(value)
 
 

@@ -133,7 +133,7 @@ def seed_world(url: str) -> World:
                     kind="hotel",
                     address=f"{word} street 1",
                     timezone="Asia/Dubai",
-                    tariff={"currency": "AED", "energy_per_kwh": 0.38},
+                    tariff={"kind": "flat", "currency": "AED", "price_per_kwh": 0.38},
                 )
                 t.site_id = site.id
                 gateway = services.create_gateway(

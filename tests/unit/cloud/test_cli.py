@@ -59,7 +59,8 @@ def test_migrate_then_build_a_site_and_its_broker_files(
         capsys, monkeypatch,
         "admin", "create-site", "--client", "Jumeirah Hotels", "--name", "Marina",
         "--kind", "hotel", "--floor-area", "42000", "--lat", "25.08", "--lon", "55.14",
-        "--timezone", "Asia/Dubai", "--tariff-json", '{"currency": "AED", "energy_per_kwh": 0.38}',
+        "--timezone", "Asia/Dubai",
+        "--tariff-json", '{"kind": "flat", "currency": "AED", "price_per_kwh": 0.38}',
     )  # fmt: skip
     assert site["client_id"] == client["id"]
     user = run_json(

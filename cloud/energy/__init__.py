@@ -1,0 +1,23 @@
+"""Energy-efficiency figures: the computational core of the monthly energy report.
+
+Pure functions, no HTTP and no database; the report service queries the registry and the
+time-series store and hands their results in.
+
+- :mod:`cloud.energy.counters`: a device's energy-counter readings (the store's hourly
+  :class:`~cloud.tsdb.base.EnergyInterval` rows) → hourly kWh with provenance per hour:
+  wraps and resets, gaps spread (totals preserved) or left missing, implausible readings
+  dropped and counted (:func:`~cloud.energy.counters.hourly_consumption`,
+  :func:`~cloud.energy.counters.counter_spec` derives the wrap value from the profile).
+- :mod:`cloud.energy.tariff`: the schema of ``Site.tariff`` (flat and time of use, with
+  seasons) and its price at every hour in the site's local time, DST included
+  (:func:`~cloud.energy.tariff.parse_tariff`, :func:`~cloud.energy.tariff.price_per_hour`,
+  :func:`~cloud.energy.tariff.cost`).
+- :mod:`cloud.energy.carbon`: kg CO2e from kWh and a validated grid factor per site or a
+  default (:class:`~cloud.energy.carbon.GridFactors`, :func:`~cloud.energy.carbon.co2_kg`).
+- :mod:`cloud.energy.summary`: totals per device, per asset type of a site and per site
+  (kWh, cost by tariff period, CO2, share estimated) and energy use intensity
+  (:func:`~cloud.energy.summary.summarise`).
+
+Bad input raises :class:`cloud.errors.InvalidInput` naming the value (for a tariff, its key
+path: ``tariff.periods[1].start``).
+"""
