@@ -199,28 +199,104 @@ class QuantileBaseline:
     its rank among the asset's healthy training values (mid-rank, ``(r + ½) / (n + 1)``),
     continued linearly beyond the healthy range with the robust scale. Heavy-tailed and
     skewed features then weigh like well-behaved ones; a feature with fewer than
-    :data:`MIN_ASSET_WINDOWS` healthy values uses ``fallback``."""
+    :data:`MIN_ASSET_WINDOWS` healthy values uses ``fallback``.
+
+    ``sorted_values`` holds each feature's finite healthy values, ascending. They are kept
+    as the rows of one read-only table (:class:`_SortedColumns`; ``sorted_values`` become
+    views of its rows), so that :meth:`z` ranks every feature's values at once."""
 
     sorted_values: list[F64]
     scale: F64
     fallback: Baseline
+    _table: _SortedColumns = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        table = _SortedColumns.of(self.sorted_values)
+        object.__setattr__(self, "_table", table)
+        object.__setattr__(self, "sorted_values", table.views())
 
     def z(self, x: F64) -> F64:
         out = self.fallback.z(x)
-        for j, ref in enumerate(self.sorted_values):
-            n = ref.size
-            if n < MIN_ASSET_WINDOWS:
-                continue
-            col = x[:, j]
-            rank = (np.searchsorted(ref, col, "left") + np.searchsorted(ref, col, "right")) / 2
-            z = _norm_ppf((rank + 0.5) / (n + 1))
-            lo_z, hi_z = _norm_ppf(np.array([0.5 / (n + 1), (n + 0.5) / (n + 1)]))
-            with np.errstate(invalid="ignore"):
-                z = np.where(col > ref[-1], hi_z + (col - ref[-1]) / self.scale[j], z)
-                z = np.where(col < ref[0], lo_z - (ref[0] - col) / self.scale[j], z)
-            z = np.clip(z, -Z_CLIP, Z_CLIP)
-            out[:, j] = np.where(np.isfinite(col), z, 0.0)
+        tab = self._table
+        if tab.used.size == 0:
+            return out
+        col = x[:, tab.used]
+        # How many of each feature's values are < x and ≤ x (np.searchsorted's "left"
+        # and "right"): "≤ x" is "< the next float above x".
+        left, right = tab.count_below(np.stack([col, np.nextafter(col, np.inf)]))
+        n = tab.counts[tab.used]
+        rank = (left + right) / 2
+        z = _norm_ppf((rank + 0.5) / (n + 1))
+        scale = self.scale[tab.used]
+        with np.errstate(invalid="ignore"):
+            z = np.where(col > tab.last, tab.hi_z + (col - tab.last) / scale, z)
+            z = np.where(col < tab.first, tab.lo_z - (tab.first - col) / scale, z)
+        z = np.clip(z, -Z_CLIP, Z_CLIP)
+        out[:, tab.used] = np.where(np.isfinite(col), z, 0.0)
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class _SortedColumns:
+    """The features' sorted values as the rows of one table, padded with +inf to the
+    longest, and what :meth:`QuantileBaseline.z` needs of the features it ranks (``used``:
+    those with at least :data:`MIN_ASSET_WINDOWS` values)."""
+
+    values: F64
+    """(features, width): row j is feature j's values, ascending, then +inf."""
+    counts: npt.NDArray[np.intp]
+    """How many values each feature has."""
+    used: npt.NDArray[np.intp]
+    first: F64
+    """The used features' lowest values."""
+    last: F64
+    """Their highest."""
+    lo_z: F64
+    """``ndtri(½ / (n + 1))`` per used feature: z at the low end of its range (below it,
+    z falls on linearly with the robust scale)."""
+    hi_z: F64
+    """``ndtri((n + ½) / (n + 1))``: z at the high end."""
+
+    @classmethod
+    def of(cls, sorted_values: Sequence[F64]) -> _SortedColumns:
+        counts = np.array([c.size for c in sorted_values], dtype=np.intp)
+        width = int(counts.max(initial=0))
+        values = np.full((len(sorted_values), width), np.inf)
+        for j, c in enumerate(sorted_values):
+            values[j, : c.size] = c
+        values.flags.writeable = False
+        used = np.flatnonzero(counts >= MIN_ASSET_WINDOWS)
+        n = counts[used]
+        return cls(
+            values=values,
+            counts=counts,
+            used=used,
+            first=values[used, 0],
+            last=values[used, n - 1],
+            lo_z=_norm_ppf(0.5 / (n + 1)),
+            hi_z=_norm_ppf((n + 0.5) / (n + 1)),
+        )
+
+    def views(self) -> list[F64]:
+        """Each feature's values (read-only views of the table)."""
+        return [self.values[j, :n] for j, n in enumerate(self.counts)]
+
+    def count_below(self, q: F64) -> npt.NDArray[np.intp]:
+        """How many values of each used feature are below ``q`` (shape (..., used)):
+        ``np.searchsorted(values_j, q[..., c], "left")`` for the c-th used feature j, as a
+        branchless binary search over the padded rows, all elements in step (a NaN in
+        ``q`` counts 0)."""
+        width = self.values.shape[1]
+        flat = self.values.ravel()
+        row = self.used * width
+        pos = np.zeros(q.shape, dtype=np.intp)
+        # The first position whose value is not below q lies in [pos, pos + n].
+        n = width
+        while n > 1:
+            half = n // 2
+            pos += (flat.take(row + pos + half) < q) * half
+            n -= half
+        return np.asarray(pos + (flat.take(row + pos) < q), dtype=np.intp)
 
 
 def _norm_ppf(p: F64) -> F64:

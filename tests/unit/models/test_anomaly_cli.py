@@ -1,5 +1,6 @@
-"""``edgewatch-models`` fit → score → evaluate on small datasets, and the exported model
-running in the gateway's own model store and scorer."""
+"""``edgewatch-models`` fit → score → evaluate on small datasets, the exported model
+running in the gateway's own model store and scorer, and the asset baseline's z-scores
+against a feature-by-feature reference."""
 
 from __future__ import annotations
 
@@ -11,12 +12,20 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from scipy.special import ndtri
 from support.models import run_models
 
 from edge_agent.config import ModelSettings
 from edge_agent.models import ModelStore
 from edge_agent.scoring import Scorer as GatewayScorer
-from models.anomaly import Baseline, Scorer
+from models.anomaly import (
+    MIN_ASSET_WINDOWS,
+    Z_CLIP,
+    Baseline,
+    QuantileBaseline,
+    Scorer,
+    asset_baseline,
+)
 from models.cli import main
 from models.export import build_onnx, load_detectors
 
@@ -151,6 +160,89 @@ def test_onnx_graph_computes_the_scorer() -> None:
     z = fleet.z(x)
     np.testing.assert_allclose(contrib, scorer.contributions(z), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(score, scorer.score(z), rtol=1e-4, atol=1e-3)
+
+
+def _reference_quantile_z(
+    sorted_values: list[np.ndarray], scale: np.ndarray, fallback: Baseline, x: np.ndarray
+) -> np.ndarray:
+    """:meth:`QuantileBaseline.z` as first written, one feature at a time: the reference
+    the vectorised version must match."""
+    out = fallback.z(x)
+    for j, ref in enumerate(sorted_values):
+        n = ref.size
+        if n < MIN_ASSET_WINDOWS:
+            continue
+        col = x[:, j]
+        rank = (np.searchsorted(ref, col, "left") + np.searchsorted(ref, col, "right")) / 2
+        z = ndtri((rank + 0.5) / (n + 1))
+        lo_z, hi_z = ndtri(np.array([0.5 / (n + 1), (n + 0.5) / (n + 1)]))
+        with np.errstate(invalid="ignore"):
+            z = np.where(col > ref[-1], hi_z + (col - ref[-1]) / scale[j], z)
+            z = np.where(col < ref[0], lo_z - (ref[0] - col) / scale[j], z)
+        z = np.clip(z, -Z_CLIP, Z_CLIP)
+        out[:, j] = np.where(np.isfinite(col), z, 0.0)
+    return np.asarray(out, dtype=np.float64)
+
+
+def _awkward_columns(rng: np.random.Generator, rows: int) -> np.ndarray:
+    """Reference windows with every kind of column the z-scores must get right."""
+    cols = [
+        rng.normal(size=rows) * 10 ** rng.uniform(-3, 3),  # continuous, any magnitude
+        np.round(rng.normal(size=rows) * 3),  # heavy ties (a quantised signal)
+        rng.integers(0, 3, size=rows).astype(float),  # three values only
+        np.full(rows, 2.5),  # constant
+        rng.choice([-0.0, 0.0, 1.0], size=rows),  # ties between -0.0 and 0.0
+        rng.exponential(size=rows) ** 3,  # heavy right tail
+        np.where(rng.random(rows) < 0.3, np.nan, rng.normal(size=rows)),  # some missing
+        np.where(np.arange(rows) < MIN_ASSET_WINDOWS - 1, 1.0, np.nan),  # too few: fallback
+        np.full(rows, np.nan),  # never seen: fallback
+        np.where(rng.random(rows) < 0.1, np.inf, rng.normal(size=rows)),  # infinities
+        -1e300 * rng.random(rows),  # huge values (z beyond the range overflows to ±inf)
+    ]
+    return np.column_stack(cols)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_quantile_baseline_z_matches_the_feature_by_feature_reference(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    ref_rows = int(rng.integers(MIN_ASSET_WINDOWS, 400))
+    reference = _awkward_columns(rng, ref_rows)
+    f = reference.shape[1]
+    fleet = Baseline(center=rng.normal(size=f), scale=rng.uniform(0.5, 2, size=f))
+    floor = rng.uniform(1e-3, 1, size=f) if seed % 2 else None
+    b = asset_baseline(fleet, "asset", reference, floor)
+    assert isinstance(b, QuantileBaseline)
+    columns = [np.sort(c[np.isfinite(c)]) for c in reference.T]
+    assert all(np.array_equal(a, c) for a, c in zip(b.sorted_values, columns, strict=True))
+    # rows to score: fresh values, the reference values themselves (exact ties), values
+    # beyond both ends of the range, far outside, missing and infinite
+    fresh = _awkward_columns(rng, 300)
+    seen = [c[np.isfinite(c)] for c in reference.T]
+    lo = np.array([c.min() if c.size else 0.0 for c in seen])
+    hi = np.array([c.max() if c.size else 0.0 for c in seen])
+    span = hi - lo + 1.0
+    outside = np.vstack(
+        [
+            hi + span * rng.uniform(0, 3, size=(40, f)),
+            lo - span * rng.uniform(0, 3, size=(40, f)),
+            np.full((2, f), 1e308),
+            np.full((2, f), -1e308),
+            np.full((2, f), np.nan),
+            np.full((2, f), np.inf),
+            np.full((2, f), -np.inf),
+        ]
+    )
+    x = np.vstack([fresh, reference, outside])
+    x = x[rng.permutation(x.shape[0])]
+    few = QuantileBaseline([c[:5] for c in b.sorted_values], b.scale, fleet)
+    with np.errstate(over="ignore"):  # 1e308 against a small scale
+        want = _reference_quantile_z(columns, b.scale, fleet, x)
+        got = b.z(x)
+        fleet_z, few_z = fleet.z(x), few.z(x)
+    assert got.shape == want.shape and np.all(np.isfinite(got))
+    assert np.max(np.abs(got - want)) <= 1e-12
+    # a baseline with no column of its own is the fleet's everywhere
+    np.testing.assert_array_equal(few_z, fleet_z)
 
 
 @pytest.mark.parametrize(
