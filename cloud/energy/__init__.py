@@ -17,6 +17,12 @@ time-series store and hands their results in.
 - :mod:`cloud.energy.summary`: totals per device, per asset type of a site and per site
   (kWh, cost by tariff period, CO2, share estimated) and energy use intensity
   (:func:`~cloud.energy.summary.summarise`).
+- :mod:`cloud.energy.baseline`: weather-normalised CalTRACK baselines fitted by eemeter
+  (daily degree-day or hourly model) with their ASHRAE Guideline 14 fit figures, and
+  avoided energy use with Guideline 14's savings uncertainty
+  (:func:`~cloud.energy.baseline.fit_baseline`, :func:`~cloud.energy.baseline.savings`;
+  outdoor temperature from sensors or a weather CSV; :func:`~cloud.energy.baseline.warm_up`
+  at start-up).
 
 Bad input raises :class:`cloud.errors.InvalidInput` naming the value (for a tariff, its key
 path: ``tariff.periods[1].start``).
