@@ -120,6 +120,19 @@ class Settings(BaseSettings):
     )
 
     @model_validator(mode="after")
+    def _lease_outlasts_a_delivery(self) -> Settings:
+        # A delivery is at most a lookup and a create (or update) at the desk, each up to
+        # delivery_timeout_s; a lease that runs out mid-delivery lets a second worker
+        # deliver the same message.
+        if self.delivery_lease_s < 3 * self.delivery_timeout_s:
+            raise ValueError(
+                f"delivery_lease_s: {self.delivery_lease_s:g} s is shorter than three "
+                f"delivery timeouts ({3 * self.delivery_timeout_s:g} s): another worker "
+                "could deliver a message while the first still is"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _production_secrets(self) -> Settings:
         if self.environment != "development":
             key = self.secret_key.get_secret_value()

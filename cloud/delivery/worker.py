@@ -8,6 +8,11 @@ re-sent with the same delivery id, which every adapter makes harmless: the webho
 receiver deduplicates by ``webhook-id``, the vendor adapters look the ticket up by our
 order id before creating one (and Zendesk also honours the idempotency key).
 
+A batch to a slow desk can outlast its lease, and another worker may then claim the rest
+of it: two workers delivering one message at once could both find no ticket and both
+create one. So a worker renews the lease on each message just before delivering it and
+skips the messages that are no longer its own; one delivery must fit in the lease.
+
 Order: a message is only claimed when no older message of the same order to the same
 desk is still pending, so a desk sees "created" before "updated" and state changes in
 the order they happened.
@@ -149,6 +154,23 @@ class DeliveryWorker:
                 for m in rows
             ]
 
+    def renew(self, msg: Claimed) -> bool:
+        """Extend the lease on ``msg`` to a full lease from now; False (and nothing
+        changed) when it is no longer this worker's: delivered, or claimed by another
+        worker after this one's lease ran out."""
+        with self.sessions.begin() as session:
+            renewed = session.execute(
+                update(OutboxMessage)
+                .where(
+                    OutboxMessage.id == msg.id,
+                    OutboxMessage.locked_by == self.name,
+                    OutboxMessage.state == DeliveryState.PENDING,
+                )
+                .values(locked_until=self._now() + self.lease)
+                .returning(OutboxMessage.id)
+            ).first()
+        return renewed is not None
+
     # -- deliver -------------------------------------------------------------------------
     def _adapter(self, session: Session, desk_id: str) -> DeskAdapter | None:
         desk = session.get(Desk, desk_id)
@@ -266,9 +288,12 @@ class DeliveryWorker:
 
     # -- loops ---------------------------------------------------------------------------
     def run_once(self) -> int:
-        """Claim and deliver one batch; how many messages were tried."""
+        """Claim and deliver one batch; how many messages were claimed."""
         claimed = self.claim()
         for msg in claimed:
+            if not self.renew(msg):
+                log.debug("delivery %d: taken over by another worker, skipped", msg.id)
+                continue
             try:
                 self.deliver(msg)
             except CloudError as exc:

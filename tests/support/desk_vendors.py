@@ -54,7 +54,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, ClassVar, Self
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -317,6 +317,9 @@ class FakeVendor:
     def _dispatch(self, handler: _Handler) -> None:
         length = int(handler.headers.get("content-length") or 0)
         body = handler.rfile.read(length) if length else b""
+        if len(body) < length:  # the client died mid-request: no HTTP server passes it on
+            handler.close_connection = True
+            return
         try:
             document = json.loads(body) if body else None
         except ValueError:
@@ -974,3 +977,68 @@ class FakeWebhookReceiver(FakeVendor):
         else:
             self._deliveries[msg_id] = request.json
         return Answer(200, {"received": msg_id, "duplicate": duplicate, **self.reply})
+
+
+# ---- a fault mix for long runs ------------------------------------------------------------------
+
+_CORRELATION = re.compile(r"(?:^|\^)correlation_id=([^^]+)")
+_JIRA_LABEL = re.compile(r'labels = "ew-([^"]+)"')
+
+
+def order_of(request: Received) -> str | None:
+    """The EdgeWatch order a request is about, if it names one: ServiceNow's
+    ``correlation_id``, Zendesk's ``external_id``, Jira's ``ew-<id>`` label, the webhook's
+    ``data.id`` (a lookup's query or a create's body; updates name the vendor's id only)."""
+    doc = request.json if isinstance(request.json, dict) else {}
+    if found := _CORRELATION.search(request.param("sysparm_query") or ""):
+        return found.group(1)
+    if found := _JIRA_LABEL.search(request.param("jql") or ""):
+        return found.group(1)
+    if request.param("external_id"):
+        return request.param("external_id")
+    ticket = doc.get("ticket")
+    fields = doc.get("requestFieldValues")
+    data = doc.get("data")
+    for candidate in (
+        doc.get("correlation_id"),
+        ticket.get("external_id") if isinstance(ticket, dict) else None,
+        next(iter(fields.get("labels") or []), "").removeprefix("ew-")
+        if isinstance(fields, dict)
+        else None,
+        data.get("id") if isinstance(data, dict) else None,
+    ):
+        if isinstance(candidate, str) and candidate:
+            return candidate
+    return None
+
+
+@dataclass(frozen=True)
+class CappedFlaky(Flaky):
+    """:class:`Flaky`'s faults, but at most ``cap`` of them for the requests about any one
+    order (:func:`order_of`); requests that name no order are not capped.
+
+    A share of faults per request leaves, over thousands of orders, a few that fail six or
+    seven times in a row, and the delivery workers' backoff (5 s doubling) makes those
+    wait minutes. The cap keeps a long run's tail to ``cap`` backoffs while every order
+    still meets the mix. Bind the vendor first: ``desk.flaky(CappedFlaky(...).bind(desk))``."""
+
+    cap: int = 3
+    vendor: FakeVendor | None = field(default=None, compare=False, repr=False)
+    counts: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    """Faults so far per order."""
+
+    def bind(self, vendor: FakeVendor) -> CappedFlaky:
+        return replace(self, vendor=vendor, counts={})
+
+    def roll(self, rng: random.Random) -> Fault | None:
+        assert self.vendor is not None, "bind the vendor first"
+        # Called by the vendor's dispatch with its lock held, just after it recorded the
+        # request: the newest recorded request is the one a fault is being rolled for.
+        order = order_of(self.vendor._requests[-1])
+        fault = super().roll(rng)
+        if fault is None or order is None:
+            return fault
+        if self.counts.get(order, 0) >= self.cap:
+            return None
+        self.counts[order] = self.counts.get(order, 0) + 1
+        return fault

@@ -203,6 +203,10 @@ def test_a_bad_setting_names_the_variable(
     monkeypatch.setenv("EDGEWATCH_CLOUD_DATABASE_URL", "mysql://db/x")
     code, _, err = run(capsys, monkeypatch, "migrate")
     assert code == 2 and "EDGEWATCH_CLOUD_DATABASE_URL: 'mysql' is not supported" in err
+    monkeypatch.delenv("EDGEWATCH_CLOUD_DATABASE_URL")
+    monkeypatch.setenv("EDGEWATCH_CLOUD_DELIVERY_TIMEOUT_S", "30")
+    code, _, err = run(capsys, monkeypatch, "deliver", "--once")
+    assert code == 2 and "delivery_lease_s: 60 s is shorter than three delivery timeouts" in err
 
 
 def test_the_console_script_runs(env: str, tmp_path: Path) -> None:
