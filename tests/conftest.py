@@ -20,11 +20,11 @@ Environment overrides:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import http.client
 import os
 import pwd
-import secrets
 import shutil
 import signal
 import socket
@@ -35,9 +35,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import quote, urlencode
 
 import pytest
+from support.postgres import PostgresUnavailable, fresh_database
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 10.0
@@ -365,40 +365,6 @@ def influxdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxServer]
 # ---- PostgreSQL ---------------------------------------------------------------------------
 
 
-def _admin_dsn() -> str:
-    override = os.environ.get("EDGEWATCH_TEST_PG_ADMIN_DSN")
-    if override:
-        return override
-    if "PGHOST" not in os.environ and os.path.isdir("/var/run/postgresql"):
-        return "host=/var/run/postgresql dbname=postgres"
-    return "dbname=postgres"
-
-
-def postgres_url(params: dict[str, Any]) -> str:
-    """A ``postgresql://`` URL for libpq keyword parameters (psycopg and SQLAlchemy read it)."""
-    rest = {key: str(value) for key, value in params.items() if value is not None}
-    user = rest.pop("user", "")
-    password = rest.pop("password", "")
-    dbname = rest.pop("dbname", "")
-    host = rest.pop("host", "")
-    port = rest.pop("port", "")
-    auth = quote(user, safe="")
-    if password:
-        auth += ":" + quote(password, safe="")
-    if auth:
-        auth += "@"
-    netloc = ""
-    if host.startswith("/") or "," in host:
-        # A unix socket directory (or a host list) goes into the query string.
-        rest = {"host": host, **({"port": port} if port else {}), **rest}
-    elif host:
-        netloc = f"[{host}]" if ":" in host else host
-        if port:
-            netloc += f":{port}"
-    url = f"postgresql://{auth}{netloc}/{quote(dbname, safe='')}"
-    return f"{url}?{urlencode(rest)}" if rest else url
-
-
 @pytest.fixture(scope="session")
 def postgres_db() -> Iterator[str]:
     """A fresh database on the machine's PostgreSQL; yields its ``postgresql://`` DSN.
@@ -406,44 +372,20 @@ def postgres_db() -> Iterator[str]:
     For SQLAlchemy, replace the scheme with ``postgresql+psycopg://``.
     """
     try:
-        import psycopg
-        from psycopg import sql
-        from psycopg.conninfo import conninfo_to_dict
+        import psycopg  # noqa: F401 - only whether it is installed
     except ImportError:
         _unavailable("psycopg is not installed; run `make venv` (pip install -e '.[dev,all]')")
-
-    admin_dsn = _admin_dsn()
     hint = (
         "run `make services` (starts the local PostgreSQL and creates a role for "
         f"{_os_user()!r} that may create databases; `make test` does it too), "
         "or `apt-get install postgresql` first, or point EDGEWATCH_TEST_PG_ADMIN_DSN at a server"
     )
-    name = f"edgewatch_test_{os.getpid()}_{secrets.token_hex(4)}"
-    try:
-        admin = psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        reason = " ".join(str(exc).split())
-        _unavailable(f"PostgreSQL is not reachable with {admin_dsn!r}: {reason}; {hint}")
-    with admin:
+    with contextlib.ExitStack() as stack:
         try:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        except psycopg.errors.InsufficientPrivilege as exc:
-            _unavailable(f"role {admin.info.user!r} may not create databases: {exc}; {hint}")
-        params = conninfo_to_dict(admin_dsn)
-        params.setdefault("user", admin.info.user)
-        params.setdefault("host", admin.info.host)
-        params.setdefault("port", admin.info.port)
-        params["dbname"] = name
-    try:
-        yield postgres_url(params)
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = %s AND pid <> pg_backend_pid()",
-                (name,),
-            )
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+            url = stack.enter_context(fresh_database())
+        except PostgresUnavailable as exc:
+            _unavailable(f"{exc}; {hint}")
+        yield url
 
 
 # ---- markers ------------------------------------------------------------------------------

@@ -68,12 +68,10 @@ import logging
 import math
 import os
 import platform
-import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,9 +82,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests/: support, conftest
 
-from sqlalchemy import text  # noqa: E402
 from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
 from support.influx import RestartableInflux  # noqa: E402
+from support.postgres import bench_registry, server_version  # noqa: E402
 from support.risk_sim import DAY, SITE, START  # noqa: E402
 from support.workorder_world import seed  # noqa: E402
 
@@ -302,55 +300,6 @@ def breakdown(stages: Stages, total_s: float, devices: int) -> dict[str, dict[st
 
 
 # ---- the registry ----------------------------------------------------------------------------
-
-
-@contextmanager
-def fresh_postgres() -> Iterator[str]:
-    """A new database on the machine's PostgreSQL, reached as ``tests/conftest.py``'s
-    ``postgres_db`` fixture reaches it (the unix socket as the current user, or
-    ``EDGEWATCH_TEST_PG_ADMIN_DSN``); its URL; dropped at the end."""
-    import psycopg
-    from conftest import _admin_dsn, postgres_url
-    from psycopg import sql
-    from psycopg.conninfo import conninfo_to_dict
-
-    admin_dsn = _admin_dsn()
-    name = f"edgewatch_bench_{os.getpid()}_{secrets.token_hex(4)}"
-    with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        params = conninfo_to_dict(admin_dsn)
-        params.setdefault("user", admin.info.user)
-        params.setdefault("host", admin.info.host)
-        params.setdefault("port", admin.info.port)
-        params["dbname"] = name
-    try:
-        yield postgres_url(params)
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = %s AND pid <> pg_backend_pid()",
-                (name,),
-            )
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-
-
-@contextmanager
-def registry(args: argparse.Namespace, work: Path) -> Iterator[str]:
-    if args.registry_url:
-        yield args.registry_url
-    elif args.postgres:
-        with fresh_postgres() as url:
-            yield url
-    else:
-        yield f"sqlite:///{work / 'registry.db'}"
-
-
-def server_version(sessions: sessionmaker[Session]) -> str:
-    with sessions() as s:
-        if s.get_bind().dialect.name == "sqlite":
-            return "SQLite " + str(s.execute(text("SELECT sqlite_version()")).scalar())
-        return str(s.execute(text("SELECT version()")).scalar()).split(" on ")[0]
 
 
 @dataclass(frozen=True)
@@ -570,7 +519,7 @@ def main() -> int:
 
     with (
         tempfile.TemporaryDirectory(prefix="bench-scoring-") as tmp,
-        registry(args, Path(tmp)) as url,
+        bench_registry(args.registry_url, args.postgres, Path(tmp)) as url,
     ):
         work = Path(tmp)
         t0 = time.perf_counter()

@@ -8,7 +8,6 @@ that decodes every batch with :mod:`edge_agent.protocol` and acks what it receiv
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections import defaultdict
@@ -20,6 +19,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
+from support.agents import running_agent
 from support.models import Publisher
 
 from edge_agent.agent import Agent
@@ -202,27 +202,6 @@ def agent_config(tmp_path: Path, modbus_port: int, mqtt_port: int, publisher: Pu
     path = tmp_path / "agent.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
-
-
-@contextmanager
-def running_agent(agent: Agent) -> Iterator[threading.Thread]:
-    """Run ``agent`` on its own event loop in a thread; stop it and wait on the way out."""
-    loops: list[asyncio.AbstractEventLoop] = []
-
-    async def main() -> None:
-        loops.append(asyncio.get_running_loop())
-        await agent.run()
-
-    thread = threading.Thread(target=asyncio.run, args=(main(),), name="agent", daemon=True)
-    thread.start()
-    try:
-        yield thread
-    finally:
-        while not loops and thread.is_alive():
-            time.sleep(0.01)
-        if loops:
-            loops[0].call_soon_threadsafe(agent.stop)
-        thread.join(15)
 
 
 def wait_for(predicate: Any, what: str, timeout: float = 20.0, alive: Any = None) -> None:

@@ -18,7 +18,6 @@ failure; the healthy compressor gets none. The test prints the lead time.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import os
@@ -34,6 +33,7 @@ from typing import Any
 import pytest
 import yaml
 from sqlalchemy import func, select
+from support.agents import running_agent
 from support.desk_vendors import SERVICENOW_PASSWORD, SERVICENOW_USER, FakeServiceNow
 from support.models import Publisher
 from support.processes import ingest_worker
@@ -227,26 +227,6 @@ def running(target: Any, name: str) -> Iterator[threading.Event]:
         stop.set()
         thread.join(30)
         assert not thread.is_alive(), f"{name} did not stop"
-
-
-@contextmanager
-def running_agent(agent: Agent) -> Iterator[None]:
-    loops: list[asyncio.AbstractEventLoop] = []
-
-    async def main() -> None:
-        loops.append(asyncio.get_running_loop())
-        await agent.run()
-
-    thread = threading.Thread(target=asyncio.run, args=(main(),), name="agent", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        while not loops and thread.is_alive():
-            time.sleep(0.01)
-        if loops:
-            loops[0].call_soon_threadsafe(agent.stop)
-        thread.join(15)
 
 
 @pytest.mark.timeout(300)

@@ -8,17 +8,12 @@ share ``postgres_db`` with the other integration tests without touching their ta
 
 from __future__ import annotations
 
-import secrets
 import warnings
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import quote
 
-import psycopg
 import pytest
 from alembic import command
-from psycopg import sql
 from sqlalchemy import inspect
 from support.registry_world import PASSWORD, seed_world, settings_for
 from unit.cloud.test_migrations import autogenerate_diff
@@ -47,18 +42,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def pg_url(postgres_db: str) -> Iterator[str]:
+def pg_url(pg_schema_url: str) -> str:
     """A ``postgresql+psycopg://`` URL whose connections use a fresh schema of their own."""
-    schema = f"t_{secrets.token_hex(6)}"
-    with psycopg.connect(postgres_db, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    sep = "&" if "?" in postgres_db else "?"
-    url = postgres_db.replace("postgresql://", "postgresql+psycopg://", 1)
-    try:
-        yield f"{url}{sep}options={quote(f'-csearch_path={schema}')}"
-    finally:
-        with psycopg.connect(postgres_db, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    return pg_schema_url
 
 
 def test_migrations_match_the_models_on_postgres(pg_url: str) -> None:
