@@ -181,16 +181,16 @@ def registry(url: str, desk_url: str) -> dict[str, str]:
     sessions = make_sessionmaker(engine)
     ids: dict[str, str] = {}
     with sessions.begin() as s:
-        client = Client(name="Riverside Hotels")
+        client = Client(name="Gulf Hotels")
         s.add(client)
         s.flush()
         site = Site(
             client_id=client.id,
-            name="Lisbon Riverside",
+            name="Dubai Marina",
             kind=SiteKind.HOTEL,
-            latitude=38.7,
-            longitude=-9.1,
-            timezone="Europe/Lisbon",
+            latitude=SITE["location"]["lat"],
+            longitude=SITE["location"]["lon"],
+            timezone=SITE["timezone"],
         )
         s.add(site)
         s.flush()
