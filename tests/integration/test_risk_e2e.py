@@ -34,6 +34,7 @@ import pytest
 import yaml
 from sqlalchemy import func, select
 from support.agents import running_agent
+from support.cloud_stub import free_port
 from support.desk_vendors import SERVICENOW_PASSWORD, SERVICENOW_USER, FakeServiceNow
 from support.models import Publisher
 from support.processes import ingest_worker
@@ -258,7 +259,7 @@ def test_a_leak_becomes_one_work_order_and_one_ticket_before_the_failure(
         "EDGEWATCH_CLOUD_TSDB_SQLITE_PATH": str(ts_path),
         "EDGEWATCH_CLOUD_MQTT_PORT": str(mosquitto_broker.port),
     }
-    ingest = ingest_worker(env, tmp_path / "ingest.log", free_metrics_port())
+    ingest = ingest_worker(env, tmp_path / "ingest.log", free_port())
     engine = make_engine(db_url)
     sessions = make_sessionmaker(engine)
     store = SQLiteStore(ts_path)
@@ -344,11 +345,3 @@ def test_a_leak_becomes_one_work_order_and_one_ticket_before_the_failure(
     assert n_ok > 0 and p72_ok is not None and p72_ok < runtime.threshold("compressor")
     assert depth <= 10  # the agent's buffer drained: everything was acknowledged
     assert not math.isnan(lead_h)
-
-
-def free_metrics_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
