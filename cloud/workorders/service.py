@@ -18,9 +18,12 @@ transaction (:mod:`cloud.workorders.models`).
 from __future__ import annotations
 
 import logging
+import math
+import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
@@ -84,6 +87,12 @@ class OrderPolicy:
     """An open order is updated when P72 rose at least this much (or its priority rose)."""
     public_url: str = ""
     """Base URL of the web service, for the links in an order's evidence."""
+    crew_refresh_s: float = 5.0
+    """How old the technicians and their open-order counts that a new order's suggestion
+    weighs may be (seconds; 0: read them for every order). Orders this process opens
+    count at once; orders closed, cancelled or reassigned, and technicians added or
+    deactivated, count after at most this long. Reading them costs a count over every
+    open order, which a burst of triggers would otherwise pay for each order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,11 +132,14 @@ def trigger(
     if t.source is Source.RISK and (t.p72 is None or t.p72 < t.threshold):
         return TriggerResult("below_threshold")
     delay = 0.005
+    crew = _crew(sessions)
     for attempt in range(TRIGGER_ATTEMPTS):
         session = sessions()
         try:
-            result = _trigger_once(session, t, pol, now or _now())
+            result, suggested = _trigger_once(session, t, pol, now or _now(), crew)
             session.commit()
+            if suggested is not None:
+                crew.took(suggested)
             return result
         except (IntegrityError, OperationalError) as exc:
             session.rollback()
@@ -184,7 +196,10 @@ def _priority(t: Trigger, device: Device) -> int:
     return policy.priority(points, str(device.criticality), device.occupant_flags or [])
 
 
-def _trigger_once(session: Session, t: Trigger, pol: OrderPolicy, now: datetime) -> TriggerResult:
+def _trigger_once(
+    session: Session, t: Trigger, pol: OrderPolicy, now: datetime, crew: _Crew
+) -> tuple[TriggerResult, str | None]:
+    """The trigger's outcome, and the technician suggested for an order it opened."""
     ctx = _context(session, t.device_id)
     key = open_key(t.device_id, t.fault)
     prio = _priority(t, ctx.device)
@@ -195,7 +210,9 @@ def _trigger_once(session: Session, t: Trigger, pol: OrderPolicy, now: datetime)
     )
     existing = _open_order(session, key)
     if existing is not None:
-        return _raise_open(session, existing, t, prio, lead, now, pol)
+        return _raise_open(session, existing, t, prio, lead, now, pol), None
+    # Read only now, after the open order's row lock: a close that committed while this
+    # trigger waited for it is seen here (read before the lock, it would not be).
     recent = session.scalar(
         select(func.max(WorkOrder.closed_at)).where(
             WorkOrder.device_id == t.device_id,
@@ -204,12 +221,12 @@ def _trigger_once(session: Session, t: Trigger, pol: OrderPolicy, now: datetime)
         )
     )
     if recent is not None and recent > now - pol.cooldown:
-        return TriggerResult("cooldown")
+        return TriggerResult("cooldown"), None
     info = pol.catalogue[t.fault]
     number_row = WorkOrderNumber()
     session.add(number_row)
     session.flush()
-    suggestion = _suggest(session, info.skills, ctx.site)
+    suggestion = crew.suggest(session, info.skills, ctx.site, pol.crew_refresh_s)
     order = WorkOrder(
         number=number_row.number,
         client_id=ctx.site.client_id,
@@ -239,7 +256,7 @@ def _trigger_once(session: Session, t: Trigger, pol: OrderPolicy, now: datetime)
     )
     session.add(order)
     session.flush()  # IntegrityError on open_key: another caller opened it first
-    _reserve(session, order, suggestion)
+    _reserve(session, order, None if suggestion is None else crew.depot(suggestion))
     _log(
         session,
         order,
@@ -247,6 +264,7 @@ def _trigger_once(session: Session, t: Trigger, pol: OrderPolicy, now: datetime)
         "scorer" if t.source is Source.RISK else "alarm",
         note=t.note or None,
         detail={"p24": t.p24, "p72": t.p72, "priority": prio},
+        seq=1,
     )
     session.add(
         DeviceEvent(
@@ -258,7 +276,8 @@ def _trigger_once(session: Session, t: Trigger, pol: OrderPolicy, now: datetime)
         )
     )
     _enqueue(session, order, "created", None)
-    return TriggerResult("opened", order.id, order.number, prio)
+    tech = None if suggestion is None else suggestion.technician_id
+    return TriggerResult("opened", order.id, order.number, prio), tech
 
 
 def _raise_open(
@@ -311,7 +330,64 @@ def _evidence(t: Trigger, pol: OrderPolicy, now: datetime) -> dict[str, Any]:
 
 
 # -- technicians and parts ---------------------------------------------------------------
-def _suggest(session: Session, skills: Sequence[str], site: Site) -> policy.Suggestion | None:
+class _Crew:
+    """The active technicians and their open orders as a new order's suggestion weighs
+    them: read at most :attr:`OrderPolicy.crew_refresh_s` ago, plus the orders this
+    process opened since. One per sessionmaker (so per database), shared by threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._candidates: dict[str, policy.Candidate] = {}
+        self._depots: dict[str, str] = {}
+        self._read_at = -math.inf
+
+    def suggest(
+        self, session: Session, skills: Sequence[str], site: Site, max_age_s: float
+    ) -> policy.Suggestion | None:
+        with self._lock:
+            fresh = time.monotonic() - self._read_at < max_age_s
+            candidates = list(self._candidates.values()) if fresh else None
+        if candidates is None:
+            candidates, depots = _read_crew(session)
+            with self._lock:
+                self._candidates = {c.id: c for c in candidates}
+                self._depots = depots
+                self._read_at = time.monotonic()
+        where = (
+            None
+            if site.latitude is None or site.longitude is None
+            else (site.latitude, site.longitude)
+        )
+        return policy.suggest_technician(candidates, skills, where)
+
+    def depot(self, suggestion: policy.Suggestion) -> str | None:
+        with self._lock:
+            return self._depots.get(suggestion.technician_id)
+
+    def took(self, technician_id: str) -> None:
+        """A committed order now counts on ``technician_id``'s list."""
+        with self._lock:
+            c = self._candidates.get(technician_id)
+            if c is not None:
+                self._candidates[technician_id] = replace(
+                    c, open_orders=c.open_orders + 1
+                )
+
+
+_CREWS: weakref.WeakKeyDictionary[sessionmaker[Session], _Crew] = weakref.WeakKeyDictionary()
+_CREWS_LOCK = threading.Lock()
+
+
+def _crew(sessions: sessionmaker[Session]) -> _Crew:
+    with _CREWS_LOCK:
+        crew = _CREWS.get(sessions)
+        if crew is None:
+            crew = _CREWS[sessions] = _Crew()
+        return crew
+
+
+def _read_crew(session: Session) -> tuple[list[policy.Candidate], dict[str, str]]:
+    """Active technicians with their open orders (assigned, else suggested), and depots."""
     load = (
         select(
             func.coalesce(
@@ -334,10 +410,7 @@ def _suggest(session: Session, skills: Sequence[str], site: Site) -> policy.Sugg
         )
         for tech, n in rows
     ]
-    where = (
-        None if site.latitude is None or site.longitude is None else (site.latitude, site.longitude)
-    )
-    return policy.suggest_technician(candidates, skills, where)
+    return candidates, {tech.id: tech.depot_id for tech, _ in rows}
 
 
 def _suggestion_json(s: policy.Suggestion) -> dict[str, Any]:
@@ -350,22 +423,29 @@ def _suggestion_json(s: policy.Suggestion) -> dict[str, Any]:
     }
 
 
-def _reserve(session: Session, order: WorkOrder, suggestion: policy.Suggestion | None) -> None:
-    """Hold the parts the fault needs at one depot per part: the suggested technician's
-    depot when it has any free, else the depot with the most free; what it lacks is
-    recorded as ``short``. Parts not in the catalogue stay listed on the order only."""
-    home = None
-    if suggestion is not None:
-        home = session.scalar(
-            select(Technician.depot_id).where(Technician.id == suggestion.technician_id)
-        )
-    for number, need in sorted(order.parts.items()):
-        if session.get(Part, number) is None:
+def _reserve(session: Session, order: WorkOrder, home: str | None) -> None:
+    """Hold the parts the fault needs at one depot per part: ``home`` (the suggested
+    technician's depot) when it has any free, else the depot with the most free; what it
+    lacks is recorded as ``short``. Parts not in the catalogue stay listed on the order
+    only. Two statements whatever the number of parts."""
+    if not order.parts:
+        return
+    numbers = sorted(order.parts)
+    known = set(session.scalars(select(Part.number).where(Part.number.in_(numbers))))
+    stocks_of: dict[str, list[Stock]] = {}
+    if known:
+        for stock in session.scalars(
+            select(Stock)
+            .where(Stock.part_number.in_(sorted(known)))
+            .order_by(Stock.part_number, Stock.depot_id)
+            .with_for_update()
+        ):
+            stocks_of.setdefault(stock.part_number, []).append(stock)
+    for number in numbers:
+        if number not in known:
             continue
-        stocks = session.scalars(
-            select(Stock).where(Stock.part_number == number).with_for_update()
-        ).all()
-        free = [s for s in stocks if s.on_hand - s.reserved > 0]
+        need = order.parts[number]
+        free = [s for s in stocks_of.get(number, []) if s.on_hand - s.reserved > 0]
         best = min(
             free,
             key=lambda s: (s.depot_id != home, -(s.on_hand - s.reserved), s.depot_id),
@@ -413,16 +493,21 @@ def _log(
     from_state: str | None = None,
     to_state: str | None = None,
     detail: dict[str, Any] | None = None,
+    seq: int | None = None,
 ) -> None:
-    seq = session.scalar(
-        select(func.coalesce(func.max(WorkOrderEvent.seq), 0)).where(
-            WorkOrderEvent.work_order_id == order.id
+    """Append an event to the order's history (``seq``: its number when the caller knows
+    it, as for the first event of a new order; else the next one is looked up)."""
+    if seq is None:
+        last = session.scalar(
+            select(func.coalesce(func.max(WorkOrderEvent.seq), 0)).where(
+                WorkOrderEvent.work_order_id == order.id
+            )
         )
-    )
+        seq = int(last or 0) + 1
     session.add(
         WorkOrderEvent(
             work_order_id=order.id,
-            seq=int(seq or 0) + 1,
+            seq=seq,
             at=order.updated_at,
             kind=kind,
             actor=actor,

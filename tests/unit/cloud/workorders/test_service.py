@@ -309,3 +309,36 @@ def test_concurrent_triggers_open_one_order(
     with wo_sessions() as s:
         n = s.scalar(select(func.count()).select_from(Reservation))
         assert n == 2  # one order's parts, reserved once
+
+
+def test_the_suggestion_counts_the_orders_this_process_opened_and_rereads_the_crew_when_due(
+    wo_sessions: sessionmaker[Session], biz: Business
+) -> None:
+    """The crew's open orders are read once per ``crew_refresh_s``; orders opened here
+    count at once, a cancel made meanwhile counts once the crew is read again."""
+    cached = OrderPolicy(crew_refresh_s=3600)
+    loads = []
+    for dev in biz.devices:  # three refrigerant leaks in Lisbon: Ana each time
+        r = service.trigger(wo_sessions, risk(dev, 0.62), cached, now=NOW)
+        with wo_sessions() as s:
+            o = s.get(WorkOrder, r.order_id)
+            assert o is not None and o.suggestion is not None
+            assert o.suggested_technician_id == biz.technicians["ana"]
+            loads.append(o.suggestion["open_orders"])
+    assert loads == [0, 1, 2]
+    with wo_sessions.begin() as s:
+        for o in s.scalars(select(WorkOrder)):
+            service.transition(s, ADMIN, o.id, "cancelled")
+    fouling = risk(biz.devices[0], 0.62, fault="condenser_fouling")
+    r = service.trigger(wo_sessions, fouling, cached, now=NOW)
+    with wo_sessions() as s:
+        o = s.get(WorkOrder, r.order_id)
+        assert o is not None and o.suggestion is not None
+        assert o.suggestion["open_orders"] == 3  # the cancels are not read yet
+    fresh = OrderPolicy(crew_refresh_s=0)
+    valves = risk(biz.devices[1], 0.62, fault="valve_wear")
+    r = service.trigger(wo_sessions, valves, fresh, now=NOW)
+    with wo_sessions() as s:
+        o = s.get(WorkOrder, r.order_id)
+        assert o is not None and o.suggestion is not None
+        assert o.suggestion["open_orders"] == 1  # only the fouling order is open
