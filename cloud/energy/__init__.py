@@ -23,6 +23,15 @@ time-series store and hands their results in.
   (:func:`~cloud.energy.baseline.fit_baseline`, :func:`~cloud.energy.baseline.savings`;
   outdoor temperature from sensors or a weather CSV; :func:`~cloud.energy.baseline.warm_up`
   at start-up).
+- :mod:`cloud.energy.efficiency` and :mod:`cloud.energy.waste`, over one unit's hours and
+  work orders (:class:`~cloud.energy.units.UnitHours`,
+  :class:`~cloud.energy.units.FaultEpisode`): runtime, duty cycle, starts per local day
+  against a short-cycling limit, kWh per runtime hour and a compressor's COP/EER estimated
+  from its temperature lift (:func:`~cloud.energy.efficiency.assess_unit`), like units
+  across the client's sites (:func:`~cloud.energy.efficiency.compare_like_units`), the
+  extra kWh, cost and CO2 of units running degraded under a work order against a healthy
+  model of their own hours (:func:`~cloud.energy.waste.fault_waste`), and the top
+  recommendations by money saved per year (:func:`~cloud.energy.waste.recommend`).
 
 Bad input raises :class:`cloud.errors.InvalidInput` naming the value (for a tariff, its key
 path: ``tariff.periods[1].start``).
