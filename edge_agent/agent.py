@@ -44,7 +44,7 @@ import os
 import resource
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -122,15 +122,27 @@ _KIND_FEATURES = {
 }
 
 
-def window_features(window: Window, profile: DeviceProfile) -> dict[str, float | None]:
-    """Every feature of every point in a closed window, by ``point__feature`` name (one
-    vectorised :func:`~edge_agent.features.feature_vector` call for the whole window)."""
+def point_feature_names(window: Window, profile: DeviceProfile) -> list[str]:
+    """The ``point__feature`` names of every feature of every point in ``window``."""
     kinds = {p.name: p.kind for p in profile.points}
-    names = [
+    return [
         f"{point}__{f}" for point in window.series for f in _KIND_FEATURES.get(kinds[point], ())
     ]
-    values = feature_vector(window.series, names, window.ts)
-    return {n: _finite(float(v)) for n, v in zip(names, values, strict=True)}
+
+
+def window_features(
+    window: Window, profile: DeviceProfile, extra: Sequence[str] = ()
+) -> tuple[dict[str, float | None], dict[str, float]]:
+    """Every feature of every point in a closed window, by ``point__feature`` name, as the
+    features record carries them (None where undefined); and the raw values of those and
+    of the ``extra`` features (a model's), all from one vectorised
+    :func:`~edge_agent.features.feature_vector` call for the whole window."""
+    names = point_feature_names(window, profile)
+    known = set(names)
+    wanted = names + [n for n in dict.fromkeys(extra) if n not in known]
+    values = feature_vector(window.series, wanted, window.ts).tolist()
+    raw = dict(zip(wanted, values, strict=True))
+    return {n: _finite(raw[n]) for n in names}, raw
 
 
 class Agent:
@@ -270,7 +282,9 @@ class Agent:
     def _window_records(
         self, window: Window, profile: DeviceProfile, events: list[AlarmEvent]
     ) -> list[Item]:
-        features = window_features(window, profile)
+        features, raw = window_features(
+            window, profile, self.scorer.feature_names(window, profile.asset_type)
+        )
         body: dict[str, Any] = {
             "group": window.group,
             "start": window.start,
@@ -282,7 +296,7 @@ class Agent:
         items: list[Item] = [(window.end, RecordKind.FEATURES, window.device_id, body)]
         self.counts["windows"] += 1
         try:
-            score = self.scorer.score_window(window, profile.asset_type)
+            score = self.scorer.score_window(window, profile.asset_type, raw)
         except EdgeWatchError as exc:
             self.counts["score_errors"] += 1
             log.warning("scoring %s window %s failed: %s", window.device_id, window.group, exc)

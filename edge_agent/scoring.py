@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -113,12 +114,10 @@ class Scorer:
             n_filled=n_filled,
         )
 
-    def score_window(self, window: Window, asset_type: str) -> Score | None:
-        """Features of ``window`` scored by the asset type's running model.
-
-        None when the asset type has no model, or when the window's length is not the
-        model's ``window_s`` (its features would not mean what they meant in training).
-        """
+    def _model_for(self, window: Window, asset_type: str) -> LoadedModel | None:
+        """The asset type's running model when it scores ``window``: None when the type
+        has no model, or when the window's length is not the model's ``window_s`` (its
+        features would not mean what they meant in training)."""
         model = self.store.model_for(asset_type)
         if model is None:
             return None
@@ -132,6 +131,32 @@ class Scorer:
                 model.manifest.window_s,
             )
             return None
-        x = feature_vector(window.series, model.feature_names, window.ts)
+        return model
+
+    def feature_names(self, window: Window, asset_type: str) -> tuple[str, ...]:
+        """The features :meth:`score_window` takes from ``window`` (none when it will not
+        score it), so that a caller computing other features of the window can compute
+        these in the same pass and hand them in."""
+        model = self._model_for(window, asset_type)
+        return () if model is None else tuple(model.feature_names)
+
+    def score_window(
+        self, window: Window, asset_type: str, computed: Mapping[str, float] | None = None
+    ) -> Score | None:
+        """Features of ``window`` scored by the asset type's running model; None when it
+        does not score the window (see :meth:`feature_names`).
+
+        ``computed``: feature values of this window already computed by
+        :func:`~edge_agent.features.feature_vector` (NaN where undefined), used when they
+        hold every feature the model takes; otherwise the features are computed here.
+        """
+        model = self._model_for(window, asset_type)
+        if model is None:
+            return None
+        names = model.feature_names
+        if computed is not None and all(n in computed for n in names):
+            x = np.fromiter((computed[n] for n in names), dtype=np.float64, count=len(names))
+        else:
+            x = feature_vector(window.series, names, window.ts)
         score = self.score(x, model)
         return replace(score, features=dict(zip(model.feature_names, x.tolist(), strict=True)))

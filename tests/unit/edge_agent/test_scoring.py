@@ -11,6 +11,7 @@ import pytest
 
 from edge_agent.config import ModelSettings, PollGroup
 from edge_agent.errors import ModelError
+from edge_agent.features import feature_vector
 from edge_agent.models import ModelStore
 from edge_agent.scoring import Scorer, top_signals
 from edge_agent.windows import WindowBuffer
@@ -129,3 +130,32 @@ def test_top_signals_sum_per_signal_and_break_ties_by_name() -> None:
         ("c", 2.0),
     ]
     assert top_signals(names, [0.0, -1.0, 3.0, 0.0, 0.0], k=2) == [("c", 3.0), ("b", 0.0)]
+
+
+def test_features_computed_with_the_windows_own_are_scored_as_if_computed_alone(
+    tmp_path: Path, publisher: Any, now: Any
+) -> None:
+    """The agent computes the model's features in the same feature_vector call as the
+    window's per-point ones; the score must not change by it."""
+    scorer, model = make_scorer(tmp_path, publisher, now)
+    buf = WindowBuffer("cc-1", PollGroup(name="default", period_s=10.0, window_s=300.0))
+    end = buf.window_end(0.0)
+    for i in range(30):
+        buf.append(
+            end - 300.0 + 10.0 * i,
+            {"discharge_temp": 78.0 + 0.37 * i, "vibration_rms": 2.0 + (i % 3), "current_l1": 12.0},
+        )
+    window = buf.close_due(end)
+    assert window is not None
+    names = scorer.feature_names(window, "compressor")
+    assert names == tuple(model.feature_names)
+    own = ["discharge_temp__standard_deviation", "vibration_rms__maximum", "current_l1__mean"]
+    union = own + [n for n in names if n not in own]
+    computed = dict(zip(union, feature_vector(window.series, union, window.ts).tolist()))
+    alone = scorer.score_window(window, "compressor")
+    shared = scorer.score_window(window, "compressor", computed)
+    assert alone is not None and shared is not None
+    assert shared.score == alone.score and shared.features == alone.features
+    # values that are not the window's are not used: a missing name means computing afresh
+    partial = {k: 0.0 for k in union[:-1]}
+    assert scorer.score_window(window, "compressor", partial) == alone
