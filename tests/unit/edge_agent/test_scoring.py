@@ -151,7 +151,8 @@ def test_features_computed_with_the_windows_own_are_scored_as_if_computed_alone(
     assert names == tuple(model.feature_names)
     own = ["discharge_temp__standard_deviation", "vibration_rms__maximum", "current_l1__mean"]
     union = own + [n for n in names if n not in own]
-    computed = dict(zip(union, feature_vector(window.series, union, window.ts).tolist()))
+    values = feature_vector(window.series, union, window.ts).tolist()
+    computed = dict(zip(union, values, strict=True))
     alone = scorer.score_window(window, "compressor")
     shared = scorer.score_window(window, "compressor", computed)
     assert alone is not None and shared is not None
