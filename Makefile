@@ -58,7 +58,7 @@ help:
 	@echo "EdgeWatch make targets:"
 	echo "  test         everything: venv, system-deps, services, lint, typecheck, pytest"
 	echo "  venv         create $(VENV) and install EdgeWatch with its dev extras"
-	echo "  system-deps  apt-install mosquitto, influxdb and postgresql when missing"
+	echo "  system-deps  apt-install mosquitto, influxdb, postgresql, pango and chromium when missing"
 	echo "  services     start the machine's PostgreSQL and give $$(id -un) a role that may create databases"
 	echo "  lint         ruff check ."
 	echo "  typecheck    mypy $(TYPED_PACKAGES)"
@@ -99,10 +99,15 @@ system-deps:
 	[ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 	[ -x /usr/bin/influxd ] || missing+=(influxdb)
 	compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
+	# The report PDF (WeasyPrint) needs Pango and a font; the dashboard tests drive chromium.
+	for pkg in libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core; do
+		dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$$pkg")
+	done
+	[ -x /usr/bin/chromium ] || missing+=(chromium)
 	if [ $${#missing[@]} -gt 0 ]; then
 		apt_install "$${missing[@]}"
 	else
-		echo "==> system packages present: mosquitto, influxdb, postgresql"
+		echo "==> system packages present: mosquitto, influxdb, postgresql, pango, chromium"
 	fi
 
 # The tests create their own database on the machine's PostgreSQL (over the unix socket,

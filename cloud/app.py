@@ -9,7 +9,8 @@ Routers, by resource (``cloud/api``): auth and ``/me``, clients, sites, gateways
 devices, users, failure risk (``cloud.api.risk``), work orders and their deliveries
 (``cloud.api.workorders``), the service desks' signed status posts
 (``cloud.api.desk_inbound``), health (``/healthz``, ``/readyz``, ``/metrics``), and the
-gateways' HTTPS uplink (``cloud.api.uplink``). Errors of the ``cloud.errors`` tree become
+gateways' HTTPS uplink (``cloud.api.uplink``); the web dashboard's pages at ``/ui`` and their
+assets at ``/static`` (``cloud.web``). Errors of the ``cloud.errors`` tree become
 status codes in ``cloud.api.errors``; HTTP and SQL metrics are in ``cloud.api.metrics``.
 """
 
@@ -30,6 +31,7 @@ from cloud.api import (
     errors,
     gateways,
     health,
+    reports,
     risk,
     sites,
     uplink,
@@ -47,6 +49,7 @@ from cloud.db import (
 from cloud.errors import RegistryUnavailable
 from cloud.settings import Settings
 from cloud.tsdb.base import TimeSeriesStore
+from cloud.web import install as install_dashboard
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +135,7 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None) -> F
         gateways,
         devices,
         risk,
+        reports,
         workorders,
         desk_inbound,  # after workorders: the tenant walk moves an order through both
         users,
@@ -139,6 +143,7 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None) -> F
         uplink,
     ):
         app.include_router(module.router)
+    install_dashboard(app)
     return app
 
 

@@ -6,6 +6,8 @@ registry, administer it.
     edgewatch-cloud ingest --workers 4            # MQTT ingest workers
     edgewatch-cloud scorer --partition 0/2        # risk scorer for half the sites' shards
     edgewatch-cloud deliver --workers 4           # work-order changes to the service desks
+    edgewatch-cloud reports                       # each client's monthly energy report
+    edgewatch-cloud report --client "Jumeirah Hotels" --month 2026-10 --out reports/2026-10
     edgewatch-cloud admin create-client "Jumeirah Hotels"
     edgewatch-cloud admin create-site --client "Jumeirah Hotels" --name Marina --kind hotel
     edgewatch-cloud admin create-user --email fm@example.com --role facility_manager \\
@@ -122,6 +124,31 @@ def build_parser() -> argparse.ArgumentParser:
     dlv.add_argument("--workers", type=int, default=1, help="worker threads (default 1)")
     dlv.add_argument(
         "--once", action="store_true", help="deliver what is due now, print a summary, exit"
+    )
+
+    rep = sub.add_parser(
+        "report",
+        help="make one client's energy report of a month now",
+        description="make a client's energy-efficiency report of a month, store it in the "
+        "registry and write report.html, report.pdf, report.json and csv/*.csv into --out",
+    )
+    rep.add_argument("--client", required=True, help="client id or exact name")
+    rep.add_argument("--month", required=True, metavar="YYYY-MM", help="e.g. 2026-10")
+    rep.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write to")
+    rep.add_argument(
+        "--no-baseline", action="store_true", help="skip the weather-normalised baseline"
+    )
+
+    reps = sub.add_parser(
+        "reports",
+        help="run the monthly report schedule",
+        description="make each client's report of the month that ended (at all its sites, "
+        "report_delay_h ago), once; retry failed ones (report_retry_s, doubling)",
+    )
+    reps.add_argument(
+        "--once",
+        action="store_true",
+        help="one pass, print a summary line, exit (1 when a report failed)",
     )
 
     admin = sub.add_parser("admin", help="administer the registry", description="registry admin")
@@ -409,6 +436,91 @@ def cmd_deliver(settings: Settings, args: argparse.Namespace) -> int:
         engine.dispose()
 
 
+def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
+    from cloud.db import create_engine_from_settings, make_sessionmaker
+    from cloud.reports.collect import Options
+    from cloud.reports.render import write_csv_dir
+    from cloud.reports.service import generate_now
+    from cloud.tsdb import open_store
+
+    out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise InvalidInput("--out", f"{out} exists and is not a folder")
+    _require_migrated(settings)
+    options = Options.from_settings(settings, baseline=False if args.no_baseline else None)
+    engine = create_engine_from_settings(settings)
+    store = open_store(settings)
+    try:
+        result = generate_now(make_sessionmaker(engine), store, args.client, args.month, options)
+    finally:
+        store.close()
+        engine.dispose()
+    if result.exception is not None:
+        raise result.exception
+    if result.content is None or result.outputs is None:  # pragma: no cover - failed above
+        raise CloudError(f"report {result.report_id} failed: {result.error}")
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name, data in (
+        ("report.html", result.outputs.html),
+        ("report.pdf", result.outputs.pdf),
+        ("report.json", result.outputs.json),
+    ):
+        (out / name).write_bytes(data)
+        files.append(out / name)
+    files += write_csv_dir(result.content, out / "csv")
+    print(
+        f"report {result.report_id}: {result.content.client_name}, {result.content.month}; "
+        f"{len(files)} files in {out}"
+    )
+    for path in files:
+        print(f"  {path}")
+    return 0
+
+
+def cmd_reports(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from cloud.db import create_engine_from_settings, make_sessionmaker
+    from cloud.energy.baseline import warm_up
+    from cloud.reports.collect import Options
+    from cloud.reports.service import ReportWorker
+    from cloud.tsdb import open_store
+
+    _require_migrated(settings)
+    options = Options.from_settings(settings)
+    engine = create_engine_from_settings(settings)
+    store = open_store(settings)
+    try:
+        worker = ReportWorker(
+            make_sessionmaker(engine),
+            store,
+            options,
+            delay=timedelta(hours=settings.report_delay_h),
+            retry_s=settings.report_retry_s,
+            poll_s=settings.report_poll_s,
+        )
+        if args.once:
+            stats = worker.run_once()
+            print(
+                f"reports: {stats.clients} clients, {stats.generated} generated, "
+                f"{stats.failed} failed, {stats.waiting} left as they are"
+            )
+            for error in stats.errors:
+                print(f"  failed: {error}")
+            return 1 if stats.failed else 0
+        if options.baseline:
+            warm_up()  # eemeter's first fit compiles (numba): pay it at start-up
+        stop = _stop_on_signals()
+        log.info("reports: a pass every %.0f s", settings.report_poll_s)
+        worker.run(stop)
+        log.info("reports: stopped")
+        return 0
+    finally:
+        store.close()
+        engine.dispose()
+
+
 def _stop_on_signals() -> threading.Event:
     """An event that SIGTERM and SIGINT set."""
     stop = threading.Event()
@@ -675,6 +787,8 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "ingest": cmd_ingest,
     "scorer": cmd_scorer,
     "deliver": cmd_deliver,
+    "report": cmd_report,
+    "reports": cmd_reports,
     "admin": _admin,
 }
 

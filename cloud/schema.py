@@ -6,10 +6,11 @@ migration environment, the schema tests, ``create_all`` in unit tests.
 
 from __future__ import annotations
 
+import cloud.reports.models
 import cloud.risk.models
 import cloud.workorders.models
 from cloud.registry.models import Base
 
 metadata = Base.metadata
-MODEL_MODULES = (cloud.risk.models, cloud.workorders.models)
+MODEL_MODULES = (cloud.risk.models, cloud.workorders.models, cloud.reports.models)
 """Imported for their tables (registered on ``Base.metadata``)."""

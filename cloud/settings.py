@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65_535)
 
+    # --- dashboard (/ui) ---
+    web_secure_cookies: bool | None = Field(
+        None,
+        description="Secure flag on the dashboard's cookies: unset, when the request came "
+        "over HTTPS; true, always (behind a proxy that terminates TLS); false, never",
+    )
+
     # --- gateway credentials ---
     gateway_credential_grace_s: int = Field(
         86_400,
@@ -119,6 +126,45 @@ class Settings(BaseSettings):
         60.0, gt=0, le=3600, description="a claimed delivery is retried by another worker after"
     )
 
+    # --- energy reports (cloud.reports) ---
+    report_grid_factor: float = Field(
+        0.4,
+        ge=0,
+        le=2,
+        description="kg CO2e per kWh of the grid, for sites without a factor of their own",
+    )
+    report_grid_factors: dict[str, float] = Field(
+        default_factory=dict,
+        description='kg CO2e per kWh per site id (JSON, e.g. {"<site id>": 0.42})',
+    )
+    report_baseline: bool = Field(
+        True, description="fit weather-normalised CalTRACK baselines (eemeter) and savings"
+    )
+    report_baseline_granularity: Literal["daily", "hourly", "auto"] = Field(
+        "daily", description="the CalTRACK model fitted (auto: hourly when the data allows)"
+    )
+    report_weather_dir: Path | None = Field(
+        None,
+        description="outdoor temperature per site from <dir>/<site id>.csv (time,temperature_c);"
+        " sites without a file use their sensors' ambient_temp",
+    )
+    report_delay_h: float = Field(
+        6.0,
+        ge=0,
+        le=24 * 14,
+        description="the schedule makes a month's report this long after the month ended at "
+        "the client's last site (late data from buffering gateways)",
+    )
+    report_poll_s: float = Field(
+        300.0, ge=1, le=86_400, description="how often the report schedule looks for due months"
+    )
+    report_retry_s: float = Field(
+        900.0,
+        ge=1,
+        le=86_400,
+        description="a failed scheduled report is retried after this, doubling up to a day",
+    )
+
     @model_validator(mode="after")
     def _lease_outlasts_a_delivery(self) -> Settings:
         # A delivery is at most a lookup and a create (or update) at the desk, each up to
@@ -142,6 +188,21 @@ class Settings(BaseSettings):
                     "characters is refused outside development"
                 )
         return self
+
+    @field_validator("report_grid_factors")
+    @classmethod
+    def _grid_factors(cls, value: dict[str, float]) -> dict[str, float]:
+        for site_id, factor in value.items():
+            if not 0 <= factor <= 2:
+                raise ValueError(f"{site_id}: {factor} is not between 0 and 2 kg CO2e/kWh")
+        return value
+
+    @field_validator("report_weather_dir")
+    @classmethod
+    def _weather_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"{value} is not a directory")
+        return value
 
     @field_validator("risk_thresholds")
     @classmethod

@@ -57,6 +57,8 @@ class Tenant:
     work_order_id: str = ""
     outbox_id: str = ""
     """The order's delivery to the desk (an integer id)."""
+    # report_world.seed_tenant_reports:
+    report_id: str = ""
 
     def ids(self) -> dict[str, str]:
         """Every object id of this tenant, by the path/query parameter that names it."""
@@ -72,6 +74,8 @@ class Tenant:
         }
         if self.work_order_id:
             ids |= {"work_order_id": self.work_order_id, "outbox_id": self.outbox_id}
+        if self.report_id:
+            ids["report_id"] = self.report_id
         return ids
 
     def markers(self) -> set[str]:

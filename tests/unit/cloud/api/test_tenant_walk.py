@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -38,6 +39,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy import Engine, select, update
 from support.registry_world import NOW, PASSWORD, Tenant, World, seed_work_orders
+from support.report_world import seed_tenant_reports
 from unit.cloud.api.conftest import Headers, TestClient
 
 from cloud.api.deps import CurrentPrincipal, SessionDep
@@ -65,6 +67,7 @@ ID_PARAMS = {
     "work_order_id",
     "outbox_id",
     "desk_id",
+    "report_id",
 }
 BODY_IDS = {"order_id": "work_order_id"}
 """Body fields that name an object under another name than its parameter's."""
@@ -122,11 +125,12 @@ class Op:
 
 
 @pytest.fixture
-def world(world: World) -> World:
-    """The two-tenant world with a desk, a risk score and a work order per tenant. Alpha's
-    desk gets a secret of its own (the seeded desks share one), so that Alpha's desk
-    signing a post to Bravo's desk is a wrong signature, as it is in production."""
-    seeded = seed_work_orders(world)
+def world(world: World, tmp_path: Path) -> World:
+    """The two-tenant world with a desk, a risk score, a work order and an energy report per
+    tenant. Alpha's desk gets a secret of its own (the seeded desks share one), so that
+    Alpha's desk signing a post to Bravo's desk is a wrong signature, as it is in
+    production."""
+    seeded = seed_tenant_reports(seed_work_orders(world), tmp_path)
     engine = make_engine(seeded.url)
     try:
         with engine.begin() as conn:
@@ -331,9 +335,9 @@ def test_every_route_hides_another_clients_objects(
     assert len(ops) >= 30, "the walk should see the whole API"
     engine = app.state.engine
     before = tenant_rows(engine, set(b.ids().values()))
-    assert sum(len(rs) for rs in before.values()) == 15  # client, site, gateway, credential,
+    assert sum(len(rs) for rs in before.values()) == 16  # client, site, gateway, credential,
     # two devices, an event, the manager, their API key; a desk, a risk score, a work order,
-    # its history event, its life-cycle event and its delivery
+    # its history event, its life-cycle event and its delivery; an energy report
     problems: list[str] = []
 
     for route in ops:
