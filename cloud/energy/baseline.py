@@ -112,13 +112,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
 from cloud.energy.counters import HOUR_S, CounterSeries
+from cloud.energy.tariff import zone_of
 from cloud.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -619,13 +619,6 @@ def read_weather_csv(path: str | Path, *, unit: Literal["C", "F"] | None = None)
 # -- fitting -------------------------------------------------------------------------------
 
 
-def _zone(timezone: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidInput("timezone", f"{timezone!r} is not an IANA time zone") from None
-
-
 def _as_hourly(series: CounterSeries | HourlyValues, what: str) -> HourlyValues:
     if isinstance(series, CounterSeries):
         return HourlyValues.from_counter(series)
@@ -647,7 +640,7 @@ def _on(hours: I64, series: HourlyValues) -> F64:
 
 def _frame(kwh: HourlyValues, temp: HourlyValues, timezone: str) -> Any:
     """The kWh series' hours in local time: ``observed`` (kWh) and ``temperature`` (°F)."""
-    _zone(timezone)
+    zone_of(timezone)
     if kwh.hours.size == 0:
         raise InvalidInput("kwh", "has no hours")
     hours = np.arange(kwh.hours[0], kwh.hours[-1] + HOUR_S, HOUR_S, dtype=np.int64)

@@ -120,7 +120,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.constants
 
-from cloud.energy.tariff import _zone
+from cloud.energy.tariff import zone_of
 from cloud.energy.units import F64, HOUR_S, UnitHours
 from cloud.errors import InvalidInput
 
@@ -290,14 +290,14 @@ class LocalHours:
 
 def _midnight_utc(timezone: str, day: int) -> float:
     d = date(1970, 1, 1) + timedelta(days=day)
-    return datetime(d.year, d.month, d.day, tzinfo=_zone(timezone)).timestamp()
+    return datetime(d.year, d.month, d.day, tzinfo=zone_of(timezone)).timestamp()
 
 
 @functools.lru_cache(maxsize=64)
 def local_hours(first_hour: int, hours: int, timezone: str) -> LocalHours:
     """The local day, hour and weekday of ``hours`` hours from ``first_hour`` (UTC epoch
     seconds, on the hour) in ``timezone`` (IANA)."""
-    zone = _zone(timezone)
+    zone = zone_of(timezone)
     starts = first_hour + HOUR_S * np.arange(hours, dtype=np.int64)
     try:
         offsets = np.array([_offset(zone, int(t)) for t in starts] if hours else [], dtype=np.int64)
@@ -594,7 +594,7 @@ def assess_unit(
     """One unit's efficiency figures over its hours; ``timezone`` is the site's IANA zone
     (local calendar days for the starts). See the module docstring for every method."""
     check_unit(unit)
-    _zone(timezone)
+    zone_of(timezone)
     notes: list[str] = []
     kwh = np.asarray(unit.kwh, dtype=np.float64)
     kwh_known = np.isfinite(kwh)

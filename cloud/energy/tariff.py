@@ -392,7 +392,9 @@ class HourlyPrices:
         return float(self.local_days.sum())
 
 
-def _zone(timezone: str) -> ZoneInfo:
+def zone_of(timezone: str) -> ZoneInfo:
+    """The IANA zone ``timezone``; :class:`~cloud.errors.InvalidInput` naming it when
+    there is none of that name."""
     try:
         return ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
@@ -445,7 +447,7 @@ def price_per_hour(
     see :class:`HourlyPrices` and the module docstring for split hours and DST."""
     if not isinstance(tariff, FlatTariff | TouTariff):
         tariff = parse_tariff(tariff)
-    zone = _zone(timezone)
+    zone = zone_of(timezone)
     hours = _hour_array(hour_starts_utc)
     tables = _tables(tariff)
     seconds = np.arange(60, dtype=np.int64) * 60

@@ -116,7 +116,7 @@ from cloud.energy.efficiency import (
     local_hours,
 )
 from cloud.energy.summary import DAYS_PER_YEAR
-from cloud.energy.tariff import HourlyPrices, _zone
+from cloud.energy.tariff import HourlyPrices, zone_of
 from cloud.energy.units import F64, HOUR_S, FaultEpisode, UnitHours
 from cloud.errors import InvalidInput
 from cloud.workorders.catalogue import Catalogue
@@ -437,7 +437,7 @@ def fault_waste(
     check_unit(unit)
     factor = check_grid_factor(grid_factor)
     if timezone is not None:
-        _zone(timezone)
+        zone_of(timezone)
     hours = unit.hour_starts()
     if not np.array_equal(np.asarray(prices.hours), hours):
         raise InvalidInput(

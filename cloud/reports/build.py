@@ -35,7 +35,7 @@ from cloud.energy.baseline import (
 )
 from cloud.energy.baseline import Issue as EemeterIssue
 from cloud.energy.summary import DeviceEnergy, SiteContext, SiteSummary, summarise
-from cloud.energy.tariff import TouTariff
+from cloud.energy.tariff import TouTariff, zone_of
 from cloud.errors import InvalidInput
 from cloud.reports import equipment
 from cloud.reports.collect import BASELINE_MONTHS, METER_COVERAGE, Inputs, SiteData
@@ -58,7 +58,7 @@ from cloud.reports.content import (
     Uncertainty,
     WorkOrderRow,
 )
-from cloud.reports.period import local_iso, zone_of
+from cloud.reports.period import local_iso
 
 TOP_CONSUMERS: Final = 10
 MONTH_NAMES: Final = (

@@ -15,8 +15,9 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
+from cloud.energy.tariff import zone_of
 from cloud.errors import InvalidInput
 
 HOUR_S: Final = 3600
@@ -77,13 +78,6 @@ def parse_month(value: object, where: str = "month") -> Month:
     if not FIRST_YEAR <= year <= LAST_YEAR:
         raise InvalidInput(where, f"{value!r}: year {year} is not {FIRST_YEAR} to {LAST_YEAR}")
     return Month(year, month)
-
-
-def zone_of(timezone: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidInput("timezone", f"{timezone!r} is not an IANA time zone") from None
 
 
 def local_iso(epoch_s: float, timezone: str) -> str:

@@ -59,7 +59,7 @@ from cloud.workorders import queries, service
 from cloud.workorders.catalogue import DEFAULTS as FAULT_DEFAULTS
 from cloud.workorders.models import Technician, WorkOrder
 from cloud.workorders.policy import TRANSITIONS, State
-from cloud.workorders.service import DESK_ROLES, OrderFilter, order_number
+from cloud.workorders.service import DESK_ROLES, OrderFilter, may_move, order_number
 
 log = logging.getLogger(__name__)
 
@@ -765,9 +765,7 @@ def allowed_moves(p: Principal, state: State | str) -> list[Move]:
     rule ``cloud.workorders.service.transition`` enforces (the page only offers what the
     service will accept; the service decides)."""
     current = State(state)
-    targets = set(TRANSITIONS[current])
-    if p.role not in DESK_ROLES:
-        targets &= {State.APPROVED, State.CANCELLED} if current is State.WAITING_APPROVAL else set()
+    targets = {t for t in TRANSITIONS[current] if may_move(p, current, t)}
     return [
         Move(
             t.value,
