@@ -15,9 +15,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgewatch-installed
-TYPED_PACKAGES := edge_agent firmware_sim models cloud
+TYPED_PACKAGES := edge_agent firmware_sim models cloud edgewatch_demo
 PYTEST_ARGS ?=
 DEMO_FLEET ?= firmware_sim/fleets/demo.yaml
+# What the report PDF (WeasyPrint) renders with: Pango and a font.
+REPORT_PKGS := libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core
 
 # Privileged steps run directly as root, through sudo otherwise.
 SUDO := $(shell if [ "$$(id -u)" -eq 0 ]; then :; elif command -v sudo >/dev/null 2>&1; then echo sudo; else echo none; fi)
@@ -64,7 +66,8 @@ help:
 	echo "  typecheck    mypy $(TYPED_PACKAGES)"
 	echo "  unit         pytest tests/unit"
 	echo "  bench        run tests/bench/bench_*.py (JSON results in tests/bench/results/)"
-	echo "  demo         play the demo fleet ($(DEMO_FLEET)) at 14400x speed"
+	echo "  demo         the whole system on one machine (edgewatch-demo; ARGS=... passes options)"
+	echo "  demo-sim     only the simulator: the demo fleet ($(DEMO_FLEET)) at 14400x speed"
 	echo "  clean        remove caches, build output and bench results (keeps $(VENV))"
 	echo "  distclean    clean, and remove $(VENV)"
 	echo "Variables: PYTEST_ARGS='-k influx -x' PYTHON=python3"
@@ -100,7 +103,7 @@ system-deps:
 	[ -x /usr/bin/influxd ] || missing+=(influxdb)
 	compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
 	# The report PDF (WeasyPrint) needs Pango and a font; the dashboard tests drive chromium.
-	for pkg in libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core; do
+	for pkg in $(REPORT_PKGS); do
 		dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$$pkg")
 	done
 	[ -x /usr/bin/chromium ] || missing+=(chromium)
@@ -195,13 +198,28 @@ bench: venv
 		$(BIN)/python "$$bench"
 	done
 
+# The demo needs no server: only what the report PDF (WeasyPrint) renders with.
+.PHONY: demo-deps
+demo-deps:
+	@$(ROOT_HELPERS)
+	missing=()
+	for pkg in $(REPORT_PKGS); do
+		dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$$pkg")
+	done
+	if [ $${#missing[@]} -gt 0 ]; then apt_install "$${missing[@]}"; fi
+
 .PHONY: demo
-demo: venv
-	@mkdir -p out/demo
+demo: venv demo-deps
+	@echo "==> edgewatch-demo: the whole system on one machine (Ctrl-C stops it; ARGS=--help lists options)"
+	$(BIN)/edgewatch-demo --out out/demo $(ARGS)
+
+.PHONY: demo-sim
+demo-sim: venv
+	@mkdir -p out/demo-sim
 	echo "==> the demo fleet, 21 simulated days at 4 hours a second (about 2 minutes; Ctrl-C"
 	echo "    stops it sooner). Faults begin on day 1; units fail from day 14, about 80 s in."
 	$(BIN)/edgewatch-sim serve --fleet $(DEMO_FLEET) --speed 14400 --days 21 --status-every 5 \
-		--ground-truth out/demo/ground_truth.jsonl
+		--ground-truth out/demo-sim/ground_truth.jsonl
 
 # ---- Housekeeping ---------------------------------------------------------------------
 

@@ -88,9 +88,13 @@ class RtuOverTcpBus(_Strict):
 Bus = Annotated[TcpBus | RtuBus | RtuOverTcpBus, Field(discriminator="type")]
 
 
+MIN_PERIOD_S = 0.02
+"""The shortest poll period a group may have (seconds)."""
+
+
 class PollGroup(_Strict):
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
-    period_s: Annotated[float, Field(ge=0.02, le=86400)]
+    period_s: Annotated[float, Field(ge=MIN_PERIOD_S, le=86400)]
     window_s: Annotated[float, Field(ge=1, le=86400)]
     """Feature window: at each window end the group's features are computed and scored."""
     hop_s: Annotated[float, Field(gt=0, le=86400)] | None = None

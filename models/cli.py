@@ -347,15 +347,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
-    from edge_agent.models import MANIFEST_FILE, SIGNATURE_FILE, sign_manifest
-    from models.export import load_detectors, load_private_key
+    from models.export import load_private_key, sign_folder
 
-    key = load_private_key(args.key)
-    for det in load_detectors(args.model).values():
-        data = (det.folder / MANIFEST_FILE).read_bytes()
-        signature = sign_manifest(data, key)
-        (det.folder / SIGNATURE_FILE).write_bytes(signature.to_json())
-        print(f"{det.folder / MANIFEST_FILE}: signed with key {signature.key_id}")
+    for manifest, key_id in sign_folder(args.model, load_private_key(args.key)):
+        print(f"{manifest}: signed with key {key_id}")
     return 0
 
 

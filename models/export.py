@@ -193,6 +193,20 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
+def sign_folder(model_dir: Path, key: Ed25519PrivateKey) -> list[tuple[Path, str]]:
+    """Sign the manifest of every detector in ``model_dir`` with ``key`` (Ed25519), as the
+    model publisher does before shipping to gateways; (manifest path, key id) of each."""
+    from edge_agent.models import MANIFEST_FILE, SIGNATURE_FILE, sign_manifest
+
+    signed = []
+    for det in load_detectors(model_dir).values():
+        manifest = det.folder / MANIFEST_FILE
+        signature = sign_manifest(manifest.read_bytes(), key)
+        (det.folder / SIGNATURE_FILE).write_bytes(signature.to_json())
+        signed.append((manifest, signature.key_id))
+    return signed
+
+
 def cpu_session(onnx_bytes: bytes) -> ort.InferenceSession:
     """An onnxruntime session on the CPU, one thread per inference (offline scoring runs
     one recording after another)."""

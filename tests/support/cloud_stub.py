@@ -52,7 +52,7 @@ def _accepts(port: int) -> bool:
         return False
 
 
-def _wait(predicate: Any, timeout: float, what: str) -> None:
+def wait_until(predicate: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -122,7 +122,9 @@ class Broker:
                 stderr=subprocess.DEVNULL,
             )
             try:
-                _wait(lambda: _accepts(self.port) or self.proc.poll() is not None, 10, "broker")
+                wait_until(
+                    lambda: _accepts(self.port) or self.proc.poll() is not None, 10, "broker"
+                )
             except TimeoutError:
                 self.kill()
                 raise
@@ -187,7 +189,7 @@ class Cloud:
             stderr=subprocess.STDOUT,
         )
         log.close()
-        _wait(lambda: ready.exists() or self.proc.poll() is not None, timeout, "cloud stub")
+        wait_until(lambda: ready.exists() or self.proc.poll() is not None, timeout, "cloud stub")
         if self.proc.poll() is not None:
             text = (self.workdir / f"cloud-{self.mode}.log").read_text(errors="replace")
             raise RuntimeError(f"cloud stub exited: {text[-2000:]}")
