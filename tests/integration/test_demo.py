@@ -14,10 +14,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, func, select
 from support.cloud_stub import free_port, wait_until
+from support.postgres import fresh_database
+
+from cloud.registry.models import Device
 
 pytestmark = pytest.mark.integration
 
@@ -84,6 +89,37 @@ def test_the_demo_runs_the_whole_system_and_says_what_happened(tmp_path: Path) -
         api.terminate()
         api.wait(20)
     print(f"demo wall time {wall:.0f} s")  # noqa: T201
+
+
+@pytest.mark.timeout(300)
+def test_the_demo_runs_on_mosquitto_influxdb_and_postgresql(
+    tmp_path: Path, mosquitto_broker: Any, influxdb: Any, postgres_db: str
+) -> None:
+    with fresh_database("edgewatch_demo") as dsn:
+        url = dsn.replace("postgresql://", "postgresql+psycopg://", 1)
+        out = tmp_path / "demo"
+        proc = subprocess.run(
+            [sys.executable, "-m", "edgewatch_demo.cli", "--out", str(out), "--days", "2",
+             "--speed", "15000", "--port", str(free_port()), "--no-report",
+             "--mqtt", f"127.0.0.1:{mosquitto_broker.port}", "--influx", influxdb.url,
+             "--database-url", url],
+            capture_output=True, text=True, timeout=280,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["drained"] and summary["records"]["features"] > 0, summary["records"]
+        engine = create_engine(url)
+        with engine.connect() as c:
+            devices = c.execute(select(func.count()).select_from(Device)).scalar_one()
+        engine.dispose()
+        assert devices == summary["devices"] == 8
+        # what ingest acknowledged over MQTT is in InfluxDB, every features record once
+        answer = httpx.get(
+            f"{influxdb.url}/query",
+            params={"db": "edgewatch_demo", "q": "SELECT count(score) FROM score"},
+        ).json()
+        (series,) = answer["results"][0]["series"]
+        assert series["values"][0][1] == summary["records"]["score"]
 
 
 def _ready(url: str) -> bool:
