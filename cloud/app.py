@@ -10,8 +10,10 @@ devices, users, failure risk (``cloud.api.risk``), work orders and their deliver
 (``cloud.api.workorders``), the service desks' signed status posts
 (``cloud.api.desk_inbound``), health (``/healthz``, ``/readyz``, ``/metrics``), and the
 gateways' HTTPS uplink (``cloud.api.uplink``); the web dashboard's pages at ``/ui`` and their
-assets at ``/static`` (``cloud.web``). Errors of the ``cloud.errors`` tree become
-status codes in ``cloud.api.errors``; HTTP and SQL metrics are in ``cloud.api.metrics``.
+assets at ``/static`` (``cloud.web``), with the energy baselines of the models the reports
+fitted (``cloud.reports.baselines``, on ``app.state.baselines``). Errors of the
+``cloud.errors`` tree become status codes in ``cloud.api.errors``; HTTP and SQL metrics are
+in ``cloud.api.metrics``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from cloud.db import (
     make_sessionmaker,
 )
 from cloud.errors import RegistryUnavailable
+from cloud.reports.baselines import StoredBaselines
 from cloud.settings import Settings
 from cloud.tsdb.base import TimeSeriesStore
 from cloud.web import install as install_dashboard
@@ -111,6 +114,9 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None) -> F
 
             owned = open_store(settings)
         app.state.store = store if store is not None else owned
+        baselines = getattr(app.state, "baselines", None)
+        if isinstance(baselines, StoredBaselines):
+            baselines.warm_up_in_background()
         try:
             yield
         finally:
@@ -143,6 +149,11 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None) -> F
         uplink,
     ):
         app.include_router(module.router)
+    app.state.baselines = StoredBaselines(
+        lambda: app.state.sessionmaker,
+        lambda: app.state.store,
+        weather_dir=settings.report_weather_dir,
+    )
     install_dashboard(app)
     return app
 

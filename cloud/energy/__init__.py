@@ -22,7 +22,8 @@ time-series store and hands their results in.
   avoided energy use with Guideline 14's savings uncertainty
   (:func:`~cloud.energy.baseline.fit_baseline`, :func:`~cloud.energy.baseline.savings`;
   outdoor temperature from sensors or a weather CSV; :func:`~cloud.energy.baseline.warm_up`
-  at start-up).
+  at start-up), and a stored daily model's prediction for local days
+  (:func:`~cloud.energy.baseline.predict_daily`).
 - :mod:`cloud.energy.efficiency` and :mod:`cloud.energy.waste`, over one unit's hours and
   work orders (:class:`~cloud.energy.units.UnitHours`,
   :class:`~cloud.energy.units.FaultEpisode`): runtime, duty cycle, starts per local day

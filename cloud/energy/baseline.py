@@ -74,6 +74,15 @@ Savings (:func:`savings`)
     ``ΔE_save = t · 1.26 · CV · E_counterfactual · sqrt((n / n') · (1 + 2 / n') / m)``;
     it is given at 68 % and 90 % confidence.
 
+Prediction from a stored model (:func:`predict_daily`)
+    A daily model kept as eemeter's JSON (``DailyModel.to_json()``) is read back with
+    ``DailyModel.from_json`` and predicts local days (in the zone it was fitted in) from
+    hourly temperature, as the reporting period of :func:`savings` is predicted; no fit.
+    A day under way gets the mean temperature of its hours so far. The first prediction
+    in a process imports eemeter and loads (or, with an empty numba cache, compiles) its
+    model functions, which takes seconds; later ones are cheap (:func:`prediction_ready`
+    says whether that was paid).
+
 Warm-up
     eemeter's daily model is compiled by numba on its first fit in a process. Measured on
     a busy two-core machine: :func:`warm_up` takes about 40 s with an empty numba cache
@@ -100,6 +109,7 @@ import csv
 import enum
 import importlib
 import io
+import json
 import logging
 import math
 import os
@@ -1010,3 +1020,142 @@ def savings(
         warnings=_issues(getattr(data, "warnings", [])),
         disqualification=_issues(getattr(data, "disqualification", [])),
     )
+
+
+# -- prediction from a stored model ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DailyPrediction:
+    """A daily model's expected kWh on local calendar days."""
+
+    dates: tuple[str, ...]
+    """The local days (``YYYY-MM-DD``)."""
+    starts: I64
+    """Each day's local midnight, epoch seconds (the next day's start ends it)."""
+    ends: I64
+    kwh: F64
+    """Expected kWh of the whole day; NaN where the day has no outdoor temperature."""
+
+    def over(self, start: float, end: float) -> tuple[float, float]:
+        """The expected kWh of ``[start, end)``, each day counted in proportion to the
+        part of it inside (so a day under way counts for the share of it that has passed),
+        over the days that have a prediction; and the share of ``[start, end)`` those days
+        cover (1.0 when every day in it has one, 0.0 for an empty period)."""
+        overlap = np.clip(np.minimum(self.ends, end) - np.maximum(self.starts, start), 0, None)
+        length = (self.ends - self.starts).astype(np.float64)
+        known = np.isfinite(self.kwh)
+        total = float(overlap.sum())
+        if total <= 0:
+            return 0.0, 0.0
+        kwh = float(np.sum(self.kwh[known] * overlap[known] / length[known]))
+        return kwh, float(overlap[known].sum()) / total
+
+
+def _local_days(start: float, end: float, timezone: str) -> tuple[list[str], I64, I64]:
+    """The local calendar days that ``[start, end)`` touches: dates, starts and ends."""
+    zone = zone_of(timezone)
+    first = datetime.fromtimestamp(start, zone).date()
+    last = datetime.fromtimestamp(max(end - 1e-6, start), zone).date()
+    walls = pd.date_range(first, last + pd.Timedelta(days=1), freq="D")
+    first_choice = np.ones(len(walls), dtype=bool)
+    edges = walls.tz_localize(timezone, ambiguous=first_choice, nonexistent="shift_forward")
+    seconds = np.array([int(ts.timestamp()) for ts in edges], dtype=np.int64)
+    dates = [w.date().isoformat() for w in walls[:-1]]
+    return dates, seconds[:-1], seconds[1:]
+
+
+_predicted = False
+"""Whether :func:`predict_daily` has run eemeter in this process (its code is loaded)."""
+
+
+def prediction_ready() -> bool:
+    """Whether eemeter is imported and its daily prediction loaded in this process (a
+    :func:`predict_daily` call has run it), so the next prediction pays no start-up cost."""
+    return _predicted
+
+
+def _lock(wait_s: float | None) -> None:
+    if not _LOCK.acquire(timeout=-1 if wait_s is None else max(wait_s, 0.0)):
+        raise TimeoutError(f"eemeter was busy (another fit or prediction) for {wait_s:g} s")
+
+
+def model_timezone(model_json: str) -> str:
+    """The time zone a stored daily model was fitted in (its local days)."""
+    try:
+        zone = json.loads(model_json)["info"]["baseline_timezone"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidInput("model", f"is not eemeter's JSON of a daily model ({exc})") from None
+    if not isinstance(zone, str):
+        raise InvalidInput("model", f"baseline_timezone {zone!r} is not a time zone")
+    zone_of(zone)
+    return zone
+
+
+def predict_daily(
+    model_json: str,
+    temp: HourlyValues,
+    start: float,
+    end: float,
+    *,
+    wait_s: float | None = None,
+) -> DailyPrediction:
+    """What a stored daily model (eemeter's ``DailyModel.to_json()``) expects on each local
+    day (in the zone it was fitted in) that ``[start, end)`` touches, under the outdoor
+    temperature ``temp`` (°C, hourly; hours at or after ``end`` are ignored).
+
+    The days and their temperature go to eemeter as the report's reporting period does
+    (``DailyReportingData`` from hourly °F, eemeter's own rule for days with missing
+    hours); a day under way gets the mean of its hours so far. :meth:`DailyPrediction.over`
+    adds the days up. No fit: eemeter's prediction evaluates the model's change-point
+    functions (numba, loaded from its cache or compiled on the first call in a process).
+
+    Raises :class:`~cloud.errors.InvalidInput` when the model cannot be read or eemeter
+    refuses to predict with it, and :class:`TimeoutError` when ``wait_s`` is given and
+    eemeter stays busy (a fit in another thread) that long."""
+    global _predicted
+    timezone = model_timezone(model_json)
+    dates, starts, ends = _local_days(start, end, timezone)
+    kwh = np.full(len(dates), np.nan)
+    if temp.hours.size:
+        hours = np.arange(starts[0], ends[-1], HOUR_S, dtype=np.int64)
+        celsius = _on(hours, temp)
+        celsius[hours >= end] = np.nan
+    else:
+        celsius = np.zeros(0)
+    if not np.isfinite(celsius).any():
+        return DailyPrediction(tuple(dates), starts, ends, kwh)
+    index = pd.DatetimeIndex(pd.to_datetime(hours, unit="s", utc=True)).tz_convert(timezone)
+    series = pd.Series(celsius * 1.8 + 32.0, index=index, name="temperature")
+    _lock(wait_s)
+    try:
+        em = _eemeter()
+        failures = (
+            ValueError,
+            TypeError,
+            KeyError,
+            IndexError,
+            AttributeError,
+            RuntimeError,
+            importlib.import_module("eemeter.eemeter.common.exceptions").EEMeterError,
+        )
+        with _eemeter_calls():
+            try:
+                model = em.DailyModel.from_json(model_json)
+                data = em.DailyReportingData.from_series(None, series, tzinfo=index.tz)
+                predicted = model.predict(data)
+                _predicted = True
+            except failures as exc:
+                why = " ".join(str(exc).split())[:300]
+                raise InvalidInput(
+                    "model", f"eemeter could not predict with it: {type(exc).__name__}: {why}"
+                ) from exc
+    finally:
+        _LOCK.release()
+    by_date = {
+        ts.date().isoformat(): float(v)
+        for ts, v in zip(predicted.index, predicted["predicted"], strict=True)
+    }
+    for i, day in enumerate(dates):
+        kwh[i] = by_date.get(day, math.nan)
+    return DailyPrediction(tuple(dates), starts, ends, kwh)

@@ -18,11 +18,14 @@ Layers, each importing only those above it:
   :mod:`cloud.energy.efficiency` and :mod:`cloud.energy.waste`.
 - :mod:`cloud.reports.charts` (inline SVG) and :mod:`cloud.reports.render` (JSON, CSV,
   HTML from ``templates/report.html.j2``, PDF by WeasyPrint from the same HTML).
-- :mod:`cloud.reports.models` (the ``reports`` table) and :mod:`cloud.reports.service`
-  (claim, generate and store; list and fetch with tenant isolation; the monthly schedule
-  and its worker). No FastAPI here: ``cloud/api/reports.py`` and ``cloud/cli.py`` (the
-  commands ``report`` and ``reports``) call the service.
+- :mod:`cloud.reports.models` (the ``reports`` and ``site_baselines`` tables) and
+  :mod:`cloud.reports.service` (claim, generate and store; list and fetch with tenant
+  isolation; the monthly schedule and its worker). No FastAPI here: ``cloud/api/reports.py``
+  and ``cloud/cli.py`` (the commands ``report`` and ``reports``) call the service.
+- :mod:`cloud.reports.baselines`: the fitted daily models kept per site when a report is
+  made, and the dashboard's baseline source that predicts this month's expected use from
+  them (cached per site and hour).
 - :mod:`cloud.reports.errors`: :class:`~cloud.reports.errors.NoData`,
-  :class:`~cloud.reports.errors.ReportBusy`, :class:`~cloud.reports.errors.ReportNotReady`
-  (in :mod:`cloud.errors`' tree).
+  :class:`~cloud.reports.errors.ReportBusy`, :class:`~cloud.reports.errors.ReportNotReady`,
+  :class:`~cloud.reports.errors.BaselineUnavailable` (in :mod:`cloud.errors`' tree).
 """

@@ -9,7 +9,8 @@
   ASHRAE Guideline 14, and the month's avoided energy use with its uncertainty
   (:func:`cloud.energy.baseline.fit_baseline`, :func:`~cloud.energy.baseline.savings`).
   Too little data is a finding ("insufficient data", with eemeter's reasons), not an
-  error.
+  error. :func:`build_with_models` also returns the fitted models, which the report
+  service keeps for the dashboard (:mod:`cloud.reports.baselines`).
 - Equipment efficiency and fault waste: :mod:`cloud.reports.equipment`.
 - Highlights: the report's first sentences, from the figures above.
 """
@@ -390,10 +391,17 @@ def _savings_text(s: SavingsFigures, title: str) -> str:
 def baseline_section(site: SiteData, inputs: Inputs, mean_price: float | None) -> BaselineSection:
     """The site's baseline and savings (see the module docstring); never raises for data
     that does not qualify."""
+    return _baseline(site, inputs, mean_price)[0]
+
+
+def _baseline(
+    site: SiteData, inputs: Inputs, mean_price: float | None
+) -> tuple[BaselineSection, Baseline | None]:
+    """:func:`baseline_section`, and the fitted model when there is one."""
     if not inputs.options.baseline:
         return BaselineSection(
             status="skipped", summary="No weather-normalised baseline was asked for."
-        )
+        ), None
     title = month_title(str(inputs.month))
     period: dict[str, Any] = {
         "period_start": _local_date(site.baseline_start, site.timezone),
@@ -414,7 +422,7 @@ def baseline_section(site: SiteData, inputs: Inputs, mean_price: float | None) -
             temperature_source=source,
             reasons=tuple(reasons),
             **period,
-        )
+        ), None
     meter = site.meter
     in_meter = set(meter.devices)
     month_kwh = sum(d.energy.total_kwh for d in site.devices)
@@ -453,7 +461,7 @@ def baseline_section(site: SiteData, inputs: Inputs, mean_price: float | None) -
             warnings=_issues(result.warnings),
             notes=tuple(notes),
             **common,
-        )
+        ), None
     figures: SavingsFigures | None = None
     points: tuple[BaselinePoint, ...] = ()
     try:
@@ -495,7 +503,7 @@ def baseline_section(site: SiteData, inputs: Inputs, mean_price: float | None) -
         warnings=_issues(result.warnings),
         notes=tuple(notes),
         **common,
-    )
+    ), result
 
 
 # ---- the client ---------------------------------------------------------------------------------
@@ -664,6 +672,12 @@ METHOD: Final = (
 
 def build(inputs: Inputs) -> Report:
     """The report of ``inputs`` (see the module docstring)."""
+    return build_with_models(inputs)[0]
+
+
+def build_with_models(inputs: Inputs) -> tuple[Report, dict[str, Baseline]]:
+    """:func:`build`, and the baseline models it fitted, by site id (the report service
+    keeps them for the dashboard)."""
     devices = [
         DeviceEnergy(d.info.id, d.info.asset_type, s.id, d.energy)
         for s in inputs.sites
@@ -675,18 +689,21 @@ def build(inputs: Inputs) -> Report:
     summaries = {x.site_id: x for x in summarise(devices, contexts)}
     orders: Counter[str] = Counter(e.device_id for e in inputs.episodes)
     sections = []
+    models: dict[str, Baseline] = {}
     for site in inputs.sites:
         summary = summaries[site.id]
         priced = site.tariff is not None
         mean_price = _share(summary.totals.cost, summary.totals.kwh) if priced else None
-        baseline = baseline_section(site, inputs, mean_price)
+        baseline, model = _baseline(site, inputs, mean_price)
+        if model is not None:
+            models[site.id] = model
         sections.append(_site_section(site, summary, orders, baseline))
     totals = _client_totals(sections)
     top = _top(sections, totals.kwh)
     work_orders = _work_orders(inputs)
     kit = equipment.assess(inputs)
     title = month_title(str(inputs.month))
-    return Report(
+    report = Report(
         client_id=inputs.client_id,
         client_name=inputs.client_name,
         month=str(inputs.month),
@@ -707,3 +724,4 @@ def build(inputs: Inputs) -> Report:
             else str(inputs.options.weather_dir),
         },
     )
+    return report, models

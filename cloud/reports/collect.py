@@ -5,10 +5,11 @@ What is read, per site of the client (sites by name, devices by name):
 - the site's local calendar month (:mod:`cloud.reports.period`) and its tariff evaluated
   at every hour of it (:func:`cloud.energy.tariff.price_per_hour`); a site without a
   valid tariff gets no cost (its problem is reported), never a made-up price;
-- per device, **one** store query (:meth:`~cloud.tsdb.base.TimeSeriesStore.energy`,
-  hourly) for all its counters, from :data:`PAD_S` before the month (or before the
-  baseline year) to :data:`PAD_S` after it, so that gaps at the edges are bridged; the
-  ``energy``, ``runtime_hours`` and ``start_count`` counters become hourly series with
+- per device, hourly store queries (:meth:`~cloud.tsdb.base.TimeSeriesStore.energy`)
+  of only the counters used, from :data:`PAD_S` before to :data:`PAD_S` after the period,
+  so that gaps at the edges are bridged: ``energy`` over the baseline year and the month
+  (the month alone without a baseline), ``runtime_hours`` and ``start_count`` over the
+  month (one query for the three without a baseline); they become hourly series with
   :func:`cloud.energy.counters.hourly_consumption` (wraps from the device profile,
   resets, gaps, implausible readings), and one feature query gives the hourly means of
   :data:`cloud.energy.units.SIGNALS` (``<signal>__mean``; a window belongs to the hour
@@ -99,6 +100,9 @@ TEMPERATURE_SENSORS: Final = 3
 AMBIENT: Final = "ambient_temp"
 RUNTIME_COUNTER: Final = "runtime_hours"
 STARTS_COUNTER: Final = "start_count"
+UNIT_COUNTERS: Final = (RUNTIME_COUNTER, STARTS_COUNTER)
+"""The counters read for the month only (the ``energy`` counter is read for the baseline
+year too)."""
 MAX_RUNTIME_PER_H: Final = 2.0
 """Plausibility bound of the runtime counter (hours per hour): the last readings of two
 consecutive hours can be almost two hours apart."""
@@ -184,6 +188,8 @@ class Temperature:
     report: HourlyValues | None
     problem: str | None = None
     """Why there is none (a bad weather file names its line)."""
+    sensors: tuple[str, ...] = ()
+    """Ids of the devices whose ``ambient_temp`` it is (none for a weather file)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,8 +392,25 @@ def _device(
     with_baseline: bool,
 ) -> DeviceData:
     base_start, start, end = bounds
-    lo = (base_start if with_baseline else start) - PAD_S
-    groups = _split(store.energy(info.id, lo, end + PAD_S, HOUR_S))
+    if with_baseline:
+        groups = _split(
+            store.energy(
+                info.id, base_start - PAD_S, end + PAD_S, HOUR_S, counters=(ENERGY_COUNTER,)
+            )
+        )
+        groups |= _split(
+            store.energy(info.id, start - PAD_S, end + PAD_S, HOUR_S, counters=UNIT_COUNTERS)
+        )
+    else:
+        groups = _split(
+            store.energy(
+                info.id,
+                start - PAD_S,
+                end + PAD_S,
+                HOUR_S,
+                counters=(ENERGY_COUNTER, *UNIT_COUNTERS),
+            )
+        )
     spec = _energy_spec(profile)
     energy_rows = groups.get(ENERGY_COUNTER, [])
     month_rows = _window(energy_rows, start, end)
@@ -484,19 +507,18 @@ def _temperature(
     weather_dir: Path | None,
 ) -> Temperature:
     base_start, start, end = bounds
-    if weather_dir is not None:
-        path = weather_dir / f"{site.id}.csv"
-        if path.is_file():
-            try:
-                weather = read_weather_csv(path)
-            except InvalidInput as exc:
-                log.error("site %s: weather file: %s", site.id, exc)
-                return Temperature(f"weather file {path}", None, None, problem=str(exc))
-            return Temperature(
-                f"weather file {path.name}",
-                _slice(weather, base_start, start),
-                _slice(weather, start, end),
-            )
+    path = weather_file(weather_dir, site.id)
+    if path is not None:
+        try:
+            weather = read_weather_csv(path)
+        except InvalidInput as exc:
+            log.error("site %s: weather file: %s", site.id, exc)
+            return Temperature(f"weather file {path}", None, None, problem=str(exc))
+        return Temperature(
+            f"weather file {path.name}",
+            _slice(weather, base_start, start),
+            _slice(weather, start, end),
+        )
     candidates = [
         d for d in devices if (p := _profile(d.profile, profiles)) is None or AMBIENT in p.names
     ]
@@ -507,6 +529,7 @@ def _temperature(
     times: list[float] = []
     values: list[float] = []
     used: list[str] = []
+    ids: list[str] = []
     for d in chosen:
         rows = store.feature_history(d.id, base_start, start + 1, names=(f"{AMBIENT}__mean",))
         month_t, month_v = work.ambient.get(d.id, ([], []))
@@ -514,6 +537,7 @@ def _temperature(
         if not year and not month_t:
             continue
         used.append(d.name)
+        ids.append(d.id)
         times += [t for t, _ in year if t <= start] + [t for t in month_t if t > start]
         values += [v for t, v in year if t <= start] + [
             v for t, v in zip(month_t, month_v, strict=True) if t > start
@@ -528,7 +552,36 @@ def _temperature(
         "sensors: " + ", ".join(used),
         _slice(hourly, base_start, start),
         _slice(hourly, start, end),
+        sensors=tuple(ids),
     )
+
+
+def weather_file(weather_dir: Path | None, site_id: str) -> Path | None:
+    """The site's weather file, ``<weather_dir>/<site id>.csv``, when it exists."""
+    if weather_dir is None:
+        return None
+    path = weather_dir / f"{site_id}.csv"
+    return path if path.is_file() else None
+
+
+def sensor_temperature(
+    store: TimeSeriesStore, sensors: Sequence[str], start: int, end: int
+) -> HourlyValues | None:
+    """The hourly outdoor temperature (°C) of ``[start, end)`` (whole UTC hours) from the
+    ``ambient_temp`` windows of ``sensors`` (device ids), by the report's rule: the mean of
+    the windows whose end falls in the hour, a window ending on the hour belonging to the
+    hour before. None when none of them has a window in the period."""
+    times: list[float] = []
+    values: list[float] = []
+    name = f"{AMBIENT}__mean"
+    for device_id in sensors:
+        for r in store.feature_history(device_id, start, end + 1, names=(name,)):
+            if start < r.ts <= end and name in r.features:
+                times.append(r.ts)
+                values.append(r.features[name])
+    if not times:
+        return None
+    return hourly_temperature(np.asarray(times) - 1e-3, np.asarray(values), start=start, end=end)
 
 
 def _site(

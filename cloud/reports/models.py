@@ -1,4 +1,5 @@
-"""The ``reports`` table: one row per client and month, with the generated outputs.
+"""The ``reports`` table (one row per client and month, with the generated outputs) and
+``site_baselines`` (each site's newest fitted baseline model).
 
 Same conventions as :mod:`cloud.registry.models` (one ``Base``, named constraints,
 :class:`~cloud.registry.models.UtcDateTime` times, the migration in ``cloud/migrations``).
@@ -12,6 +13,13 @@ claimed for generation with a lease (``locked_until``): a generator that dies le
 The outputs (HTML, PDF, JSON, the CSV tables zipped) are stored as bytes (``bytea`` on
 PostgreSQL) and loaded only when asked for (deferred columns), so listing reports reads
 none of them.
+
+``site_baselines`` keeps, per site, eemeter's daily CalTRACK model as the report fitted it
+(its own JSON, ``DailyModel.to_json()``), so that the dashboard predicts the expected use
+of the current month without fitting (:mod:`cloud.reports.baselines`). One row per site,
+not a column of ``reports``: the dashboard looks a site's model up by the site alone, a
+report holds many sites, and a site keeps the model of the newest month that had one
+while later reports find too little data.
 """
 
 from __future__ import annotations
@@ -20,7 +28,17 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint, func
+from sqlalchemy import (
+    Boolean,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cloud.registry.models import Base, _enum, new_id, utcnow
@@ -65,3 +83,36 @@ class Report(Base):
     output_pdf: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     output_json: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     output_csv_zip: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+
+
+class SiteBaseline(Base):
+    """A site's newest weather-normalised baseline model, from the report that fitted it."""
+
+    __tablename__ = "site_baselines"
+
+    site_id: Mapped[str] = mapped_column(
+        ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True
+    )
+    month: Mapped[str] = mapped_column(String(7))
+    """The report month (``YYYY-MM``) it was fitted for: on the 12 months before it."""
+    kind: Mapped[str] = mapped_column(String(16))
+    """``daily``: eemeter's ``DailyModel`` (the only kind kept)."""
+    model: Mapped[str] = mapped_column(Text, deferred=True)
+    """eemeter's JSON of the model (``DailyModel.to_json()``)."""
+    timezone: Mapped[str] = mapped_column(String(64))
+    """The site's zone when it was fitted: the model's days are local days there."""
+    baseline_start: Mapped[datetime] = mapped_column()
+    baseline_end: Mapped[datetime] = mapped_column()
+    """The hours fitted on: ``[baseline_start, baseline_end)``."""
+    meter_devices: Mapped[list[str]] = mapped_column(default=list)
+    """Ids of the devices whose summed use the model predicts."""
+    temperature_sensors: Mapped[list[str]] = mapped_column(default=list)
+    """Ids of the devices whose ``ambient_temp`` was the outdoor temperature (empty when
+    it came from a weather file)."""
+    temperature_source: Mapped[str] = mapped_column(String(300))
+    """As the report states it: ``sensors: <names>`` or ``weather file <name>``."""
+    monthly_cv_rmse: Mapped[float | None] = mapped_column(Float)
+    monthly_nmbe: Mapped[float | None] = mapped_column(Float)
+    passes_g14: Mapped[bool] = mapped_column(Boolean)
+    fitted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    """When the report that fitted it was made (the dashboard's cache key)."""

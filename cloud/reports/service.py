@@ -17,7 +17,9 @@ Generation
     :func:`generate` then collects, builds and renders, and stores the outputs (status
     ``ready``) or the error (``failed``; earlier outputs are kept) — only if the row is
     still its claim (the attempt number), so a generator whose lease was taken over
-    discards its result. Generating a month again replaces its outputs.
+    discards its result. Generating a month again replaces its outputs. The baseline
+    models the report fitted are then kept for the dashboard
+    (:func:`cloud.reports.baselines.keep_models`).
 
 The schedule (:func:`schedule_pass`, :class:`ReportWorker`)
     A client's month is *due* once it has ended at every one of its sites, in each site's
@@ -36,7 +38,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -47,11 +49,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.auth.principal import Principal
 from cloud.db import flush, session_scope, translate_errors
+from cloud.energy.baseline import Baseline
 from cloud.errors import CloudError, Conflict, Forbidden, InvalidInput, NotFound
 from cloud.registry import services as registry
 from cloud.registry.models import Client, Role, Site
-from cloud.reports.build import build
-from cloud.reports.collect import Options, check_month_ended, collect
+from cloud.reports.baselines import keep_models
+from cloud.reports.build import build_with_models
+from cloud.reports.collect import Inputs, Options, check_month_ended, collect
 from cloud.reports.content import Report as Content
 from cloud.reports.errors import NoData, ReportBusy, ReportNotReady
 from cloud.reports.models import OUTPUTS, Report, ReportStatus
@@ -242,7 +246,7 @@ def generate(
     try:
         with session_scope(sessions) as session:
             inputs = collect(session, store, c.client_id, c.month, options=options, now=now())
-        content = build(inputs)
+        content, models = build_with_models(inputs)
         outputs = render(content)
     except CloudError as exc:
         error = " ".join(str(exc).split())[:MAX_ERROR]
@@ -267,6 +271,8 @@ def generate(
         output_json=outputs.json,
         output_csv_zip=outputs.csv_zip,
     )
+    if stored and models:
+        _keep_models(sessions, c, inputs, models, done)
     log.info(
         "report %s (%s of client %s) %s in %.1f s",
         c.report_id,
@@ -276,6 +282,30 @@ def generate(
         time.perf_counter() - began,
     )
     return Generated(c.report_id, ReportStatus.READY, None, content, outputs)
+
+
+def _keep_models(
+    sessions: sessionmaker[Session],
+    c: Claim,
+    inputs: Inputs,
+    models: Mapping[str, Baseline],
+    now: datetime,
+) -> None:
+    """Keep the report's fitted baselines for the dashboard (:mod:`cloud.reports.baselines`);
+    the report stays ready when that fails (logged)."""
+    try:
+        with session_scope(sessions) as session:
+            kept = keep_models(session, inputs, models, now)
+    except CloudError as exc:
+        log.warning(
+            "report %s (%s of client %s): its baselines were not kept for the dashboard: %s",
+            c.report_id,
+            c.month,
+            c.client_id,
+            exc,
+        )
+        return
+    log.debug("report %s: baselines kept for sites %s", c.report_id, kept)
 
 
 def request_report(

@@ -61,9 +61,11 @@ import abc
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
+
+from cloud.errors import StoreError
 
 FieldValue = float | int | bool | str
 
@@ -264,14 +266,21 @@ class TimeSeriesStore(abc.ABC):
 
     @abc.abstractmethod
     def energy(
-        self, device: str, start: float, end: float, interval_s: int
+        self,
+        device: str,
+        start: float,
+        end: float,
+        interval_s: int,
+        *,
+        counters: Sequence[str] | None = None,
     ) -> list[EnergyInterval]:
         """Per counter and per interval (aligned to multiples of ``interval_s`` since the
         epoch) of ``[start, end)``: what the device's counters advanced by.
 
-        Counters are the numeric fields of the device's ``energy`` points; each counter
-        read in these intervals or the one before gets one row per interval (``last`` is
-        ``None`` where it was not read). Sorted by interval, then counter."""
+        Counters are the numeric fields of the device's ``energy`` points (only those
+        named in ``counters`` when given: the others are not read); each counter read in
+        these intervals or the one before gets one row per interval (``last`` is ``None``
+        where it was not read). Sorted by interval, then counter."""
 
     @abc.abstractmethod
     def site_rollup(self, site: str, start: float, end: float, interval_s: int) -> list[SiteRollup]:
@@ -284,6 +293,24 @@ class TimeSeriesStore(abc.ABC):
 
         InfluxQL counts fields, not points: InfluxDB's figure is exact when the points of
         one series share a field (every EdgeWatch record kind does)."""
+
+    def time_span(self) -> tuple[int, int] | None:
+        """``(oldest, newest)`` ``ts_ns`` of the stored points, ``None`` when there are none.
+
+        With :meth:`export`, how a backup reads the whole store: window by window from the
+        oldest point to the newest. A store that cannot export raises :class:`StoreError`."""
+        raise StoreError(f"{type(self).__name__} cannot export its points")
+
+    def export(self, start_ns: int, stop_ns: int) -> Iterator[Point]:
+        """Every stored point with ``start_ns <= ts_ns < stop_ns``, of every measurement,
+        in no particular order, streamed: the store holds a bounded part of the answer at
+        a time however many points the range holds.
+
+        Points come back as queries see them: a rewritten point once, its fields merged;
+        tags as :func:`normalise_tags` gives them; each field of the type it was written
+        with. Writing them into an empty store makes it answer every query as this one
+        does. Concurrent writes may or may not be seen."""
+        raise StoreError(f"{type(self).__name__} cannot export its points")
 
     def stats(self) -> StoreStats:
         return StoreStats()

@@ -49,6 +49,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -434,8 +435,18 @@ class InfluxStore(TimeSeriesStore):
     # ---- HTTP -----------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
-        try:
+        with self._translated(what):
             resp = self._client.request(method, path, **kwargs)
+        if resp.status_code >= 300:
+            raise _status_error(resp, what)
+        return resp
+
+    @contextmanager
+    def _translated(self, what: str) -> Iterator[None]:
+        """httpx's transport errors as the store's: a timeout or no connection is
+        :class:`StoreUnavailable`, a URL that is not http(s) :class:`StoreError`."""
+        try:
+            yield
         except httpx.TimeoutException as exc:
             raise StoreUnavailable(
                 f"InfluxDB at {self.url} did not answer {what} within {self.timeout_s:g} s"
@@ -447,9 +458,6 @@ class InfluxStore(TimeSeriesStore):
             raise StoreUnavailable(
                 f"InfluxDB at {self.url} cannot be reached for {what}: {type(exc).__name__}: {exc}"
             ) from exc
-        if resp.status_code >= 300:
-            raise _status_error(resp, what)
-        return resp
 
     def query(self, influxql: str, *, what: str = "a query", modify: bool = False) -> Results:
         """Run InfluxQL (one or several ``;``-separated statements) on the database.
@@ -639,15 +647,30 @@ class InfluxStore(TimeSeriesStore):
         return out
 
     def energy(
-        self, device: str, start: float, end: float, interval_s: int
+        self,
+        device: str,
+        start: float,
+        end: float,
+        interval_s: int,
+        *,
+        counters: Sequence[str] | None = None,
     ) -> list[EnergyInterval]:
         check_device(device)
         grid = interval_grid(start, end, interval_s)
-        if not grid:
+        if not grid or (counters is not None and not counters):
             return []
         self.ensure_schema()
+        # last(*) names its columns last_<field>; named counters get the same names.
+        columns = (
+            "last(*)"
+            if counters is None
+            else ", ".join(
+                f"last({quote_ident(c)}) AS {quote_ident('last_' + c)}"
+                for c in dict.fromkeys(counters)
+            )
+        )
         influxql = select(
-            "last(*)",
+            columns,
             '"energy"',
             [tag_is("device", device), time_range(grid.start - grid.step, grid.stop)],
             group_by=f"time({interval_s}s)",
@@ -945,6 +968,62 @@ class InfluxStore(TimeSeriesStore):
             sum(_series_max_count(series).values())
             for series in self.query(influxql, what="a count").get(0, [])
         )
+
+    # ---- export (backups) -----------------------------------------------------------------
+
+    def time_span(self) -> tuple[int, int] | None:
+        self.ensure_schema()
+        statements = [
+            select("*", quote_ident(m), tail=f"ORDER BY time {order} LIMIT 1")
+            for m in MEASUREMENTS
+            for order in ("ASC", "DESC")
+        ]
+        results = self.query("; ".join(statements), what="the time span")
+        times = [
+            ts
+            for sid in range(len(statements))
+            for series in results.get(sid, [])
+            for ts, _ in series.rows()
+        ]
+        return (min(times), max(times)) if times else None
+
+    def export(self, start_ns: int, stop_ns: int) -> Iterator[Point]:
+        """See :meth:`TimeSeriesStore.export`: one chunked query per measurement, read chunk
+        by chunk as InfluxDB sends it (at most :data:`CHUNK_POINTS` rows of one series in
+        memory)."""
+        self.ensure_schema()
+        # JSON answers print a float such as 2.0 as 2: the field types say which are floats.
+        shown = self.query("SHOW FIELD KEYS", what="the field types").get(0, [])
+        floats = _float_fields(shown)
+        for measurement in MEASUREMENTS:
+            typed = floats.get(measurement, set())
+            influxql = select(
+                "*", quote_ident(measurement), [time_range(start_ns, stop_ns)], group_by="*"
+            )
+            for results in self._stream(influxql, what=f"an export of {measurement} points"):
+                for series in results.get(0, []):
+                    tags = normalise_tags(series.tags)
+                    for ts, values in series.rows():
+                        if values:
+                            fields: dict[str, FieldValue] = {
+                                name: float(v) if name in typed and type(v) is int else v
+                                for name, v in values.items()
+                            }
+                            yield Point(measurement, ts, tags, fields)
+
+    def _stream(self, influxql: str, *, what: str) -> Iterator[Results]:
+        """One statement's chunked answer, each chunk parsed as it arrives."""
+        params = {"db": self.database, "epoch": "ns", "chunked": "true", "q": influxql}
+        params["chunk_size"] = str(CHUNK_POINTS)
+        if self._rp is not None:
+            params["rp"] = self._rp
+        with self._translated(what), self._client.stream("GET", "/query", params=params) as resp:
+            if resp.status_code >= 300:
+                resp.read()
+                raise _status_error(resp, what)
+            for line in resp.iter_lines():
+                if line.strip():
+                    yield parse_answer(line)
 
     # ---- housekeeping ---------------------------------------------------------------------
 

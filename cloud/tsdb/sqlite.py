@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 import threading
 from collections import defaultdict
@@ -63,6 +64,9 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION: Final = 1
 BUSY_TIMEOUT_MS: Final = 10_000
 _ENERGY_PATH: Final = f"$.{ENERGY_COUNTER}"
+_PLAIN_KEY: Final = re.compile(r"[A-Za-z0-9_]{1,200}")
+"""Field names :meth:`SQLiteStore.energy` reads with ``json_extract`` (no quoting needed)."""
+_JSON_NUMBERS: Final = frozenset({"integer", "real"})
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS points (
@@ -252,12 +256,21 @@ class SQLiteStore(TimeSeriesStore):
         return out
 
     def energy(
-        self, device: str, start: float, end: float, interval_s: int
+        self,
+        device: str,
+        start: float,
+        end: float,
+        interval_s: int,
+        *,
+        counters: Sequence[str] | None = None,
     ) -> list[EnergyInterval]:
         check_device(device)
         grid = interval_grid(start, end, interval_s)
-        if not grid:
+        if not grid or (counters is not None and not counters):
             return []
+        wanted = None if counters is None else list(dict.fromkeys(counters))
+        if wanted is not None and all(_PLAIN_KEY.fullmatch(c) for c in wanted):
+            return self._named_energy(device, grid, wanted)
         lasts: dict[int, dict[str, float]] = defaultdict(dict)
         with self._conn("reading energy counters") as db:
             cursor = db.execute(
@@ -268,10 +281,33 @@ class SQLiteStore(TimeSeriesStore):
             )
             for ts_ns, fields_json in cursor:
                 bucket = lasts[ts_ns - ts_ns % grid.step]
-                for counter, value in json.loads(fields_json).items():
-                    reading = numeric(value)
+                fields = json.loads(fields_json)
+                for counter in fields if wanted is None else wanted:
+                    reading = numeric(fields.get(counter))
                     if reading is not None:
                         bucket[counter] = reading
+        return energy_intervals(grid, lasts)
+
+    def _named_energy(self, device: str, grid: range, counters: list[str]) -> list[EnergyInterval]:
+        """:meth:`energy` of a few counters with plain names: SQLite picks them out of the
+        fields (``json_extract``; ``json_type`` leaves out booleans and text), so the rest
+        of each point is never decoded."""
+        paths = [f'$."{c}"' for c in counters]
+        columns = ", ".join("json_type(fields, ?), json_extract(fields, ?)" for _ in paths)
+        args = [p for path in paths for p in (path, path)]
+        lasts: dict[int, dict[str, float]] = defaultdict(dict)
+        with self._conn("reading energy counters") as db:
+            cursor = db.execute(
+                f"SELECT ts_ns, {columns} FROM points"  # noqa: S608 - placeholders only
+                " WHERE device = ? AND measurement = 'energy' AND ts_ns >= ? AND ts_ns < ?"
+                " ORDER BY ts_ns, series",
+                (*args, device, grid.start - grid.step, grid.stop),
+            )
+            for ts_ns, *values in cursor:
+                bucket = lasts[ts_ns - ts_ns % grid.step]
+                for i, counter in enumerate(counters):
+                    if values[2 * i] in _JSON_NUMBERS:
+                        bucket[counter] = float(values[2 * i + 1])
         return energy_intervals(grid, lasts)
 
     def site_rollup(self, site: str, start: float, end: float, interval_s: int) -> list[SiteRollup]:
@@ -327,6 +363,48 @@ class SQLiteStore(TimeSeriesStore):
             n: int = db.execute(sql, args).fetchone()[0]
         return n
 
+    # ---- export (backups) -----------------------------------------------------------------
+
+    def time_span(self) -> tuple[int, int] | None:
+        first: int | None = None
+        last: int | None = None
+        with self._conn("reading the time span") as db:
+            for site in _sites(db):
+                low, high = db.execute(
+                    "SELECT min(ts_ns), max(ts_ns) FROM points WHERE site = ?", (site,)
+                ).fetchone()
+                first = low if first is None else min(first, low)
+                last = high if last is None else max(last, high)
+        return None if first is None or last is None else (first, last)
+
+    def export(self, start_ns: int, stop_ns: int) -> Iterator[Point]:
+        """See :meth:`TimeSeriesStore.export`: a cursor on a connection of its own, in one
+        read transaction (WAL: writers go on meanwhile, unseen)."""
+        with self._lock:
+            if self._db is None:
+                raise StoreError(f"SQLite store {self.path} is closed")
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise _translate(exc, f"opening {self.path} to export") from exc
+        try:
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db.execute("BEGIN")
+            # Per site: the (site, ts_ns) index serves a time range; there is no index on
+            # the time alone, and a scan per window would make a backup quadratic.
+            for site in _sites(db):
+                for measurement, series, ts_ns, fields_json in db.execute(
+                    "SELECT measurement, series, ts_ns, fields FROM points"
+                    " WHERE site = ? AND ts_ns >= ? AND ts_ns < ?",
+                    (site, int(start_ns), int(stop_ns)),
+                ):
+                    fields: dict[str, FieldValue] = json.loads(fields_json)
+                    yield Point(measurement, ts_ns, normalise_tags(json.loads(series)), fields)
+        except sqlite3.Error as exc:
+            raise _translate(exc, "exporting points") from exc
+        finally:
+            db.close()
+
     # ---- housekeeping ---------------------------------------------------------------------
 
     def stats(self) -> StoreStats:
@@ -342,3 +420,13 @@ class SQLiteStore(TimeSeriesStore):
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+
+def _sites(db: sqlite3.Connection) -> list[str]:
+    """The distinct ``site`` values, one index seek each (``points_site``), not a scan."""
+    sites: list[str] = []
+    found = db.execute("SELECT min(site) FROM points").fetchone()[0]
+    while found is not None:
+        sites.append(found)
+        found = db.execute("SELECT min(site) FROM points WHERE site > ?", (found,)).fetchone()[0]
+    return sites

@@ -2,9 +2,11 @@
 
 The fleet and site pages compare the energy a site used this month with what it was
 expected to use. The expectation comes from a :class:`BaselineSource` kept on
-``app.state.baselines``; the report service supplies the real one (weather-normalised,
-:mod:`cloud.energy.baseline`). Until one is set, :class:`NoBaseline` answers None and the
-pages say "no baseline yet". The dashboard never fits a baseline itself.
+``app.state.baselines``: ``create_app`` sets the report service's
+(:class:`cloud.reports.baselines.StoredBaselines`: the weather-normalised models the
+reports fitted, :mod:`cloud.energy.baseline`, predicting from the month's outdoor
+temperature). Where none is set, :class:`NoBaseline` answers None and the pages say "no
+baseline yet". The dashboard never fits a baseline itself.
 """
 
 from __future__ import annotations

@@ -139,10 +139,10 @@ class TimedStore(TimeSeriesStore):
         return self.inner.latest(device)
 
     def energy(
-        self, device: str, start: float, end: float, interval_s: int
+        self, device: str, start: float, end: float, interval_s: int, **kw: Any
     ) -> list[EnergyInterval]:
         t0 = time.perf_counter()
-        rows = self.inner.energy(device, start, end, interval_s)
+        rows = self.inner.energy(device, start, end, interval_s, **kw)
         self.timer.seconds["store_energy"] += time.perf_counter() - t0
         self.timer.calls["store_energy"] += 1
         self.timer.rows["store_energy"] += len(rows)

@@ -1,28 +1,42 @@
 """The weather-normalised baseline through the report: one site with 13 months of a
 compressor whose use follows the outdoor temperature, using 10 % less in the report month
-(the one fit of these tests), and too little data as a finding, not an error."""
+(the one fit of these tests, made by the report service), the model it keeps for the
+dashboard and what that predicts, and too little data as a finding, not an error."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
+from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 from support.report_world import MONTH, NOW
 from unit.cloud.reports.conftest import Env
+from unit.cloud.web.baseline_world import eemeter_expected_kwh
 
 from cloud.auth import Principal
 from cloud.db import make_engine, make_sessionmaker, migrate, session_scope
+from cloud.energy.baseline import Baseline, HourlyValues, model_timezone
 from cloud.energy.carbon import GridFactors
 from cloud.registry import services
-from cloud.reports.build import build
-from cloud.reports.collect import Options, collect
+from cloud.registry.models import Site
+from cloud.reports import baselines, service
+from cloud.reports.baselines import StoredBaselines, keep_models
+from cloud.reports.build import build_with_models
+from cloud.reports.collect import Inputs, Options, collect
 from cloud.reports.content import Report
-from cloud.reports.period import parse_month
+from cloud.reports.models import SiteBaseline
+from cloud.reports.period import Month, parse_month
 from cloud.reports.render import to_html
+from cloud.reports.service import Generated, generate_now
 from cloud.tsdb.base import Point, to_ns
 from cloud.tsdb.sqlite import SQLiteStore
 
@@ -43,8 +57,23 @@ def kwh_per_hour(temp: float) -> float:
     return 1.5 + 0.25 * max(0.0, temp - 16.0)
 
 
+@dataclass
+class Sol:
+    """The seeded registry and store, the report made of them through the service, and
+    what the service handed to :func:`~cloud.reports.baselines.keep_models`."""
+
+    sessions: sessionmaker[Session]
+    store: SQLiteStore
+    site_id: str
+    device_id: str
+    celsius: dict[int, float]
+    """Hour start → the outdoor temperature written for it."""
+    made: Generated
+    kept: list[tuple[Inputs, dict[str, Baseline]]]
+
+
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Report]:
+def sol(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sol]:
     folder = tmp_path_factory.mktemp("baseline")
     url = f"sqlite:///{folder / 'registry.db'}"
     migrate(url)
@@ -69,8 +98,10 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Report]:
         tags = {"client": client_id, "site": site_id, "gateway": "gw-mad", "device": device_id}
         rng = np.random.default_rng(7)
         points, counter, t = [], 1000.0, FIRST
+        written: dict[int, float] = {}
         while t < LAST:
             temp = celsius(t, rng)
+            written[int(t.timestamp())] = temp
             use = kwh_per_hour(temp) * (1 - SAVING if t >= REPORT_START else 1.0)
             counter += use
             end = t + timedelta(minutes=59)
@@ -82,14 +113,27 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Report]:
             t += timedelta(hours=1)
         store.write(points)
         options = Options(GridFactors(0.3), baseline=True)
-        with sessions() as session:
-            inputs = collect(
-                session, store, client_id, parse_month(MONTH), options=options, now=NOW
-            )
-        yield build(inputs)
+        kept: list[tuple[Inputs, dict[str, Baseline]]] = []
+
+        def keep(
+            session: Session, inputs: Inputs, models: Mapping[str, Baseline], now: datetime
+        ) -> list[str]:
+            kept.append((inputs, dict(models)))
+            return keep_models(session, inputs, models, now)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(service, "keep_models", keep)
+            made = generate_now(sessions, store, client_id, MONTH, options, now=NOW)
+        yield Sol(sessions, store, site_id, device_id, written, made, kept)
     finally:
         store.close()
         engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def fitted(sol: Sol) -> Report:
+    assert sol.made.content is not None, sol.made.error
+    return sol.made.content
 
 
 def test_the_baseline_sees_the_ten_percent_saving(fitted: Report) -> None:
@@ -126,7 +170,8 @@ def test_too_little_data_is_a_finding_with_eemeters_reasons(env: Env) -> None:
             session, env.store, env.world.client_id, parse_month(MONTH),
             options=env.world.options(baseline=True), now=NOW,
         )  # fmt: skip
-    report = build(inputs)
+    report, models = build_with_models(inputs)
+    assert models == {}  # nothing fitted: nothing for the dashboard to keep
     marina, paris = report.sites
     assert marina.baseline.status == "insufficient_data"
     assert marina.baseline.temperature_source == "sensors: cc-1"
@@ -137,3 +182,107 @@ def test_too_little_data_is_a_finding_with_eemeters_reasons(env: Env) -> None:
     assert [r.name for r in paris.baseline.reasons] == ["edgewatch.temperature"]
     assert "no device of the site reports ambient_temp" in paris.baseline.summary
     assert report.totals.avoided_kwh is None
+
+
+# ---- the model kept for the dashboard --------------------------------------------------------
+
+
+def _row(sol: Sol) -> SiteBaseline:
+    with sol.sessions() as session:
+        row = session.get(SiteBaseline, sol.site_id)
+        assert row is not None, "the report kept no model"
+        assert row.model  # the deferred JSON, loaded while the session is open
+        return row
+
+
+def test_the_report_keeps_its_daily_model_for_the_dashboard(sol: Sol) -> None:
+    row = _row(sol)
+    madrid = ZoneInfo(ZONE)
+    assert (row.month, row.kind, row.timezone) == (MONTH, "daily", ZONE)
+    assert row.baseline_start == datetime(2025, 10, 1, tzinfo=madrid)
+    assert row.baseline_end == datetime(2026, 10, 1, tzinfo=madrid)
+    assert row.meter_devices == [sol.device_id] and row.temperature_sensors == [sol.device_id]
+    assert row.temperature_source == "sensors: cc-1"
+    assert row.passes_g14 is True
+    assert row.monthly_cv_rmse is not None and row.monthly_cv_rmse < 0.15
+    assert row.fitted_at == NOW
+    assert model_timezone(row.model) == ZONE
+    assert json.loads(row.model)["info"]["disqualification"] == []
+    ((_, models),) = sol.kept
+    assert row.model == models[sol.site_id].model.to_json()
+
+
+def test_the_kept_model_predicts_what_eemeter_predicts_for_the_weather(sol: Sol) -> None:
+    row = _row(sol)
+    source = StoredBaselines(lambda: sol.sessions, lambda: sol.store)
+    madrid = ZoneInfo(ZONE)
+    start = datetime(2026, 11, 1, tzinfo=madrid)
+    end = datetime(2026, 11, 4, 15, 30, tzinfo=madrid)
+    with sol.sessions() as session:
+        site = session.get(Site, sol.site_id)
+        assert site is not None
+    got = source.expected_kwh(site, start, end)
+    assert got == pytest.approx(
+        eemeter_expected_kwh(row.model, sol.celsius, start, end, zone=ZONE), rel=1e-9
+    )
+    # and it is what the compressor would have used without the saving
+    hours = [h for h in sol.celsius if start.timestamp() <= h < end.timestamp()]
+    assert got == pytest.approx(sum(kwh_per_hour(sol.celsius[h]) for h in hours), rel=0.1)
+
+
+def test_an_older_month_leaves_a_newer_model_and_a_newer_month_replaces_it(sol: Sol) -> None:
+    ((inputs, models),) = sol.kept
+    later = NOW + timedelta(days=40)
+    try:
+        with session_scope(sol.sessions) as session:
+            older = dataclasses.replace(inputs, month=Month(2026, 9))
+            assert keep_models(session, older, models, later) == []
+        row = _row(sol)
+        assert (row.month, row.fitted_at) == (MONTH, NOW)
+        with session_scope(sol.sessions) as session:
+            newer = dataclasses.replace(inputs, month=Month(2026, 11))
+            assert keep_models(session, newer, models, later) == [sol.site_id]
+        row = _row(sol)
+        assert (row.month, row.fitted_at) == ("2026-11", later)
+    finally:
+        with session_scope(sol.sessions) as session:
+            session.execute(delete(SiteBaseline).where(SiteBaseline.site_id == sol.site_id))
+        with session_scope(sol.sessions) as session:
+            keep_models(session, inputs, models, NOW)
+
+
+def test_a_new_hour_predicts_again_only_the_days_not_over(
+    sol: Sol, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    row = _row(sol)
+    asked: list[tuple[float, float]] = []
+    real = baselines.predict_daily
+
+    def spy(model: str, temp: HourlyValues, start: float, end: float, **kw: Any) -> Any:
+        asked.append((start, end))
+        return real(model, temp, start, end, **kw)
+
+    monkeypatch.setattr(baselines, "predict_daily", spy)
+    source = StoredBaselines(lambda: sol.sessions, lambda: sol.store)
+    madrid = ZoneInfo(ZONE)
+    start = datetime(2026, 11, 1, tzinfo=madrid)
+    with sol.sessions() as session:
+        site = session.get(Site, sol.site_id)
+        assert site is not None
+    ends = [
+        datetime(2026, 11, 4, 15, 30, tzinfo=madrid),
+        datetime(2026, 11, 4, 15, 50, tzinfo=madrid),  # the same hour: from the cache
+        datetime(2026, 11, 4, 17, 10, tzinfo=madrid),  # a new hour: 4 November again
+        datetime(2026, 11, 5, 0, 40, tzinfo=madrid),  # the next day: 4 and 5 November
+    ]
+    for end in ends:
+        want = eemeter_expected_kwh(row.model, sol.celsius, start, end, zone=ZONE)
+        assert source.expected_kwh(site, start, end) == pytest.approx(want, rel=1e-9), end
+    firsts = [datetime.fromtimestamp(a, madrid) for a, _ in asked]
+    assert firsts == [
+        start,
+        datetime(2026, 11, 4, tzinfo=madrid),
+        datetime(2026, 11, 4, tzinfo=madrid),
+    ]
+    stats = source.stats()
+    assert (stats.hits, stats.misses, stats.refreshes) == (1, 3, 2)

@@ -31,6 +31,8 @@ from cloud.tsdb.base import (
     Point,
     SiteRollup,
     TimeSeriesStore,
+    normalise_tags,
+    series_key,
 )
 
 DAY = 86_400
@@ -506,6 +508,32 @@ class StoreConformance:
         rows = store.energy("dev-1", T0, T0 + HOUR, HOUR)
         assert [(r.counter, r.last) for r in rows] == [("energy", 1.0)]
 
+    def test_energy_reads_only_the_counters_asked_for(self, store: TimeSeriesStore) -> None:
+        store.write(
+            [
+                energy_pt(T0 - 1800, {"energy": 100.0, "starts": 7, "runtime": 3.5}),
+                energy_pt(T0 + 600, {"energy": 101.0, "starts": 8, "ok": True, "unit": "kWh"}),
+                energy_pt(T0 + HOUR + 5, {"energy": 103.0, "runtime": 4.0}),
+                energy_pt(T0 + HOUR + 7, {'odd name.with "quotes"': 5}),
+            ]
+        )
+        asked = ["starts", "energy", "starts", "no such counter", "ok", "unit"]
+        rows = store.energy("dev-1", T0, T0 + 2 * HOUR, HOUR, counters=asked)
+        assert {(r.start - T0, r.counter): (r.last, r.consumed) for r in rows} == {
+            (0, "energy"): (101.0, 1.0),
+            (HOUR, "energy"): (103.0, 2.0),
+            (0, "starts"): (8.0, 1.0),
+            (HOUR, "starts"): (None, None),
+        }
+        everything = store.energy("dev-1", T0, T0 + 2 * HOUR, HOUR)
+        assert [r for r in everything if r.counter in asked] == rows  # the same rows, in order
+        assert {r.counter for r in everything} == {
+            "energy", "starts", "runtime", 'odd name.with "quotes"'
+        }  # fmt: skip
+        odd = store.energy("dev-1", T0, T0 + 2 * HOUR, HOUR, counters=['odd name.with "quotes"'])
+        assert [(r.start - T0, r.last) for r in odd] == [(0, None), (HOUR, 5.0)]
+        assert store.energy("dev-1", T0, T0 + 2 * HOUR, HOUR, counters=[]) == []
+
     # ---- site rollup ----------------------------------------------------------------------
 
     def test_site_rollup(self, store: TimeSeriesStore) -> None:
@@ -573,6 +601,79 @@ class StoreConformance:
         assert row.anomalous_windows == 1
         assert row.max_score == 0.9
         assert row.devices_reporting == 4
+
+    # ---- export (backups) -----------------------------------------------------------------
+
+    @staticmethod
+    def exported(store: TimeSeriesStore, start_ns: int, stop_ns: int) -> list[Point]:
+        """:meth:`export`'s points (in no promised order) by time, measurement and tags."""
+        return sorted(
+            store.export(start_ns, stop_ns),
+            key=lambda p: (p.ts_ns, p.measurement, series_key(p.tags)),
+        )
+
+    def test_export_of_an_empty_store(self, store: TimeSeriesStore) -> None:
+        assert store.time_span() is None
+        assert list(store.export(0, (T0 + DAY) * NS)) == []
+
+    def test_export_gives_every_point_as_stored(self, store: TimeSeriesStore) -> None:
+        typed: dict[str, FieldValue] = {
+            "f_whole": 2.0,
+            "f_huge": 1.7976931348623157e308,
+            "i_big": 2**62 + 1,
+            "b": False,
+            "s": 'quote " backslash \\ newline \n ☃',
+        }
+        weird = WEIRD[-1]
+        points = [
+            feats(T0 + 300, {"x__mean": 1.0}, group="slow"),
+            feats(T0 + 300, {"x__mean": 2.0}, group="fast"),
+            score(T0 + 300, 0.5, True),
+            alarm(T0 + 310, "raised", kind="door"),
+            energy_pt(T0 + HOUR, {"energy": 10.0, "starts": 3}),
+            health(T0 + 5),  # gateway-level: device ""
+            pt("health", T0 + 6, typed, device="dev-9", zone=""),  # an empty tag is no tag
+            pt("score", T0 + 7, {"score": 0.1}, client=weird, site=weird, gateway=weird),
+            pt("energy", T0 + 2 * HOUR, {"energy": 11.0}, ts_ns=(T0 + 2 * HOUR) * NS + 1),
+        ]
+        store.write(points)
+        # A rewrite merges into the stored point: it is exported once, merged.
+        store.write([pt("score", T0 + 300, {"score": 0.75, "note": "again"})])
+        merged = pt("score", T0 + 300, {"score": 0.75, "anomalous": True, "threshold": 0.8,
+                                        "note": "again"})  # fmt: skip
+        expected = [p for p in points if p.measurement != "score" or p.ts_ns != (T0 + 300) * NS]
+        expected.append(merged)
+        expected = [
+            Point(p.measurement, p.ts_ns, normalise_tags(p.tags), p.fields) for p in expected
+        ]
+        expected.sort(key=lambda p: (p.ts_ns, p.measurement, series_key(p.tags)))
+
+        first, last = (T0 + 5) * NS, (T0 + 2 * HOUR) * NS + 1
+        assert store.time_span() == (first, last)
+        got = self.exported(store, first, last + 1)
+        assert got == expected
+        for mine, theirs in zip(got, expected, strict=True):
+            assert dict(mine.tags) == dict(theirs.tags)
+            assert {k: type(v) for k, v in mine.fields.items()} == {
+                k: type(v) for k, v in theirs.fields.items()
+            }
+        # Start inclusive, stop exclusive; windows put together give the same points.
+        assert self.exported(store, first, last) == expected[:-1]
+        assert self.exported(store, last, last + 1) == expected[-1:]
+        windows = [self.exported(store, t, t + 600 * NS) for t in range(first, last + 1, 600 * NS)]
+        assert [p for window in windows for p in window] == expected
+        assert list(store.export(last + 1, last + DAY * NS)) == []
+        # Written again, the exported points change nothing.
+        kinds = ("features", "score", "alarm", "energy", "health")
+        counts = [store.count(m) for m in kinds]
+        store.write(got)
+        assert [store.count(m) for m in kinds] == counts
+        assert self.exported(store, first, last + 1) == expected
+        # Streamed: a write between two points read is not blocked (nor promised to be seen).
+        stream = store.export(first, last + 1)
+        assert next(stream) in expected
+        store.write([health(T0 + 1)])
+        assert len(list(stream)) in (len(expected) - 1, len(expected))
 
     # ---- bookkeeping ----------------------------------------------------------------------
 
