@@ -8,6 +8,8 @@ registry, administer it.
     edgewatch-cloud deliver --workers 4           # work-order changes to the service desks
     edgewatch-cloud reports                       # each client's monthly energy report
     edgewatch-cloud report --client "Jumeirah Hotels" --month 2026-10 --out reports/2026-10
+    edgewatch-cloud backup --out backups/2026-11-24        # the registry and the time series
+    edgewatch-cloud restore --from backups/2026-11-24      # into an empty registry and store
     edgewatch-cloud admin create-client "Jumeirah Hotels"
     edgewatch-cloud admin create-site --client "Jumeirah Hotels" --name Marina --kind hotel
     edgewatch-cloud admin create-user --email fm@example.com --role facility_manager \\
@@ -34,7 +36,7 @@ the command line (it would end up in the shell history and ``ps``); a desk's API
 read from the environment variable ``--token-env`` names, for the same reason.
 
 Exit codes: 0 fine, 1 the registry refused (not found, conflict, unreachable, not
-migrated), 2 a bad setting, value or usage.
+migrated) or a backup or restore failed, 2 a bad setting, value or usage.
 """
 
 from __future__ import annotations
@@ -149,6 +151,39 @@ def build_parser() -> argparse.ArgumentParser:
         "--once",
         action="store_true",
         help="one pass, print a summary line, exit (1 when a report failed)",
+    )
+
+    bak = sub.add_parser(
+        "backup",
+        help="back up the SQL registry and the time series into a folder",
+        description="write every table of the registry (one consistent snapshot), its schema "
+        "revision and every point of the time-series store into a new folder: gzip'd JSON "
+        "lines, a manifest with counts and sha256 of every file; backend-neutral (a SQLite "
+        "backup restores into PostgreSQL + InfluxDB). Progress on stderr",
+    )
+    bak.add_argument(
+        "--out", required=True, type=Path, metavar="DIR", help="a new (or empty) folder"
+    )
+
+    res = sub.add_parser(
+        "restore",
+        help="restore a backup into an empty registry and time-series store",
+        description="check every file of the backup, migrate the registry to the backup's "
+        "revision, insert the rows and write the points (the SQL rows are committed only "
+        "when everything was written and counted), then migrate to this version's head. "
+        "Progress on stderr",
+    )
+    res.add_argument(
+        "--from", dest="source", required=True, type=Path, metavar="DIR", help="the backup"
+    )
+    res.add_argument(
+        "--force",
+        action="store_true",
+        help="restore into targets that hold data: drop every table of the registry first "
+        "(its data is lost) and write the points over the store's",
+    )
+    res.add_argument(
+        "--check", action="store_true", help="only check the backup's files, restore nothing"
     )
 
     admin = sub.add_parser("admin", help="administer the registry", description="registry admin")
@@ -423,7 +458,10 @@ def cmd_deliver(settings: Settings, args: argparse.Namespace) -> int:
             print(f"deliver: {tried} messages tried, {left} pending")
             return 0
         stop = _stop_on_signals()
-        threads = [threading.Thread(target=w.run, args=(stop,), name=w.name) for w in workers]
+        threads = [
+            threading.Thread(target=w.run, args=(stop, settings.delivery_idle_s), name=w.name)
+            for w in workers
+        ]
         for t in threads:
             t.start()
         log.info("deliver: %d workers", len(workers))
@@ -519,6 +557,53 @@ def cmd_reports(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         store.close()
         engine.dispose()
+
+
+def _progress(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
+    from cloud.backup import backup
+
+    result = backup(settings, args.out, progress=_progress)
+    m = result.manifest
+    print(
+        f"backup of revision {m.revision} in {result.path}: {len(m.tables)} tables, "
+        f"{result.rows:,} rows ({m.source['sql']['dialect']}), {result.points:,} points "
+        f"({m.source['timeseries']['backend']}); {result.bytes:,} bytes in {result.seconds:.1f} s"
+    )
+    return 0
+
+
+def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
+    from cloud.backup import check_revision, restore, verify
+    from cloud.db import describe
+
+    if args.check:
+        m = verify(args.source)
+        check_revision(m)
+        print(
+            f"{args.source}: a complete backup of revision {m.revision} made {m.created_at}: "
+            f"{len(m.tables)} tables, {sum(t.rows for t in m.tables):,} rows, "
+            f"{sum(s.points for s in m.series):,} points; all {len(m.files())} files match"
+        )
+        return 0
+    r = restore(settings, args.source, force=args.force, progress=_progress)
+    print(
+        f"restored {args.source} (revision {r.manifest.revision}) into "
+        f"{describe(settings.database_url)} and the {settings.tsdb} store: "
+        f"{len(r.rows)} tables, {sum(r.rows.values()):,} rows, "
+        f"{sum(r.points.values()):,} points in {r.seconds:.1f} s (checking {r.verify_seconds:.1f}"
+        f" s, rows {r.sql_seconds:.1f} s, points {r.series_seconds:.1f} s)"
+    )
+    if r.dropped:
+        print(f"  dropped first (--force): {', '.join(r.dropped)}")
+    if r.sequences:
+        print(f"  sequences moved past the restored ids: {', '.join(r.sequences)}")
+    if r.migrated_to:
+        print(f"  migrated from revision {r.manifest.revision} to {r.migrated_to}")
+    return 0
 
 
 def _stop_on_signals() -> threading.Event:
@@ -789,6 +874,8 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "deliver": cmd_deliver,
     "report": cmd_report,
     "reports": cmd_reports,
+    "backup": cmd_backup,
+    "restore": cmd_restore,
     "admin": _admin,
 }
 

@@ -12,6 +12,7 @@ API maps it onto HTTP status codes in one place (``cloud.api.errors``).
     │   ├── NotFound           no such object, or not visible to the caller (→ 404)
     │   ├── Conflict           the object exists already, or the change breaks a rule (→ 409)
     │   └── RegistryUnavailable  the SQL database cannot be reached now (→ 503)
+    ├── BackupError            a backup cannot be made or restored (which file, why)
     ├── InvalidInput           a request names a bad value (what, where) (→ 422)
     └── AuthError              no valid credentials (→ 401)
         └── Forbidden          valid credentials without the right role (→ 403)
@@ -58,6 +59,12 @@ class Conflict(RegistryError):
 class RegistryUnavailable(RegistryError):
     """The SQL database cannot be reached or refused the connection (an outage, not a
     bad request); the message says which database and why, without credentials."""
+
+
+class BackupError(CloudError):
+    """A backup cannot be made or restored: a missing, corrupted or truncated file (named),
+    a schema newer than this version knows, a target that is not empty; the message says
+    what state the target was left in."""
 
 
 class InvalidInput(CloudError):

@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     delivery_lease_s: float = Field(
         60.0, gt=0, le=3600, description="a claimed delivery is retried by another worker after"
     )
+    delivery_idle_s: float = Field(
+        0.5, gt=0, le=60, description="how often an idle delivery worker looks for new messages"
+    )
 
     # --- energy reports (cloud.reports) ---
     report_grid_factor: float = Field(

@@ -160,7 +160,7 @@ def run_workers(
     )
     delivery = DeliveryWorker(sessions, timeout_s=settings.delivery_timeout_s)
     thread = threading.Thread(
-        target=lambda: delivery.run(stop, idle_s=0.1), name="delivery", daemon=True
+        target=lambda: delivery.run(stop, settings.delivery_idle_s), name="delivery", daemon=True
     )
     thread.start()
     try:

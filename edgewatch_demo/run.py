@@ -131,6 +131,7 @@ class Demo:
             "EDGEWATCH_CLOUD_PUBLIC_URL": f"http://127.0.0.1:{o.port}",
             "EDGEWATCH_CLOUD_DELIVERY_TIMEOUT_S": "5",
             "EDGEWATCH_CLOUD_DELIVERY_LEASE_S": "30",
+            "EDGEWATCH_CLOUD_DELIVERY_IDLE_S": "0.1",
         }
         if o.influx_url:
             env |= {
