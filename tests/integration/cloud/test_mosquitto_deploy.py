@@ -350,10 +350,25 @@ def clients(broker: DeployedBroker) -> Iterator[Clients]:
 
 
 def publish_all(conn: Conn, topic: str, payloads: list[bytes]) -> None:
-    """QoS 1, all in flight at once as far as the windows allow; returns when acked."""
-    infos = [conn.client.publish(topic, p, qos=1) for p in payloads]
-    for info in infos:
-        info.wait_for_publish(timeout=30)
+    """QoS 1, all in flight at once as far as the windows allow; returns when acked. A
+    connection lost on the way (a starved machine) is waited out, and what was not acked
+    is published again, as a gateway does: QoS 1 may then deliver a payload twice."""
+    pending = list(payloads)
+    for _ in range(3):
+        infos = [(p, conn.client.publish(topic, p, qos=1)) for p in pending]
+        lost = []
+        for payload, info in infos:
+            try:
+                info.wait_for_publish(timeout=30)
+            except RuntimeError:
+                lost.append(payload)
+        if not lost:
+            return
+        pending = lost
+        deadline = time.monotonic() + 30
+        while not conn.client.is_connected() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    raise AssertionError(f"{len(pending)} of {len(payloads)} messages were never acked")
 
 
 def drain(conn: Conn, want: int, timeout: float) -> list[bytes]:
@@ -463,8 +478,8 @@ def test_more_than_a_thousand_queued_messages_all_arrive_across_a_restart(
     clients: Clients, setup: Setup, broker: DeployedBroker
 ) -> None:
     got = _queue_for_an_offline_session(clients, setup, broker, restart=True, quiet_s=5.0)
-    assert sorted(got) == sorted(b"%d" % i for i in range(QUEUED)), (
-        f"{len(got)} of {QUEUED} arrived; {log_tail(broker.log)}"
+    assert set(got) == {b"%d" % i for i in range(QUEUED)}, (
+        f"{len(set(got))} of {QUEUED} arrived; {log_tail(broker.log)}"
     )
 
 
@@ -474,7 +489,7 @@ def test_with_mosquittos_default_queue_limit_the_same_run_loses_messages(setup: 
     broker = run_broker(setup, "default-queue", drop=QUEUE_DIRECTIVES)
     c = Clients(broker)
     try:
-        got = _queue_for_an_offline_session(c, setup, broker, restart=False, quiet_s=1.0)
+        got = _queue_for_an_offline_session(c, setup, broker, restart=False, quiet_s=3.0)
     finally:
         c.close()
         broker.stop()
