@@ -14,10 +14,10 @@ partition``); several scorer processes with the same ``partitions`` and differen
 Scoring a device: the windows of the last ``spec.history_s`` from the time-series store
 (the risk model's features only), its baseline (its first ``baseline_days`` of windows,
 cached once complete; the fleet's until then), :meth:`models.runtime.RiskRuntime.assess`,
-one :class:`~cloud.risk.models.RiskScore` row per window end (a window already scored is
-not scored again), then :func:`cloud.workorders.service.trigger` when P(failure within
-the horizon) reaches the asset type's threshold. Every step is idempotent, so a scorer
-killed midway loses nothing but time.
+:func:`cloud.workorders.service.trigger` when P(failure within the horizon) reaches the
+asset type's threshold, then one :class:`~cloud.risk.models.RiskScore` row per window end
+(a window already scored is not scored again). Every step is idempotent and a window is
+done only once its score is stored, so a scorer killed midway loses nothing but time.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from cloud.errors import CloudError, StoreUnavailable
+from cloud.errors import CloudError, RegistryUnavailable, StoreUnavailable
 from cloud.registry.models import Device, Gateway, Site
 from cloud.risk.models import RiskRequest, RiskScore
 from cloud.tsdb.base import FeatureRow, TimeSeriesStore
@@ -212,15 +212,46 @@ class RiskScorer:
             by_type.setdefault(dev.asset_type, []).append((dev, history))
         for asset_type, items in by_type.items():
             results = self.runtime.assess_many(asset_type, [h for _, h in items], last=1)
-            fresh = self._store_scores(
-                asset_type, [(d, r[-1]) for (d, _), r in zip(items, results, strict=True) if r]
-            )
-            stats.scored += len(fresh)
-            for dev, a in fresh:
-                SCORED.labels(asset_type, "stored").inc()
+            pairs = [(d, r[-1]) for (d, _), r in zip(items, results, strict=True) if r]
+            # The orders first, then the scores: a stored score marks its window done, so
+            # a scorer killed (or a trigger failing) in between must leave the window
+            # unscored, to be triggered again (idempotently) by the next pass.
+            done = []
+            for dev, a in self._unscored(pairs):
                 if a.p72 >= self.threshold(asset_type):
-                    stats.count(self._trigger(dev, a))
+                    try:
+                        stats.count(self._trigger(dev, a))
+                    except RegistryUnavailable:
+                        raise
+                    except CloudError as exc:
+                        stats.failed += 1
+                        log.error("device %s: trigger failed, retried next pass: %s", dev.id, exc)
+                        continue
+                done.append((dev, a))
+            fresh = self._store_scores(asset_type, done)
+            stats.scored += len(fresh)
+            SCORED.labels(asset_type, "stored").inc(len(fresh))
         return stats
+
+    def _unscored(
+        self, pairs: Sequence[tuple[DeviceRow, Assessment]]
+    ) -> list[tuple[DeviceRow, Assessment]]:
+        """The assessments whose window end is newer than their device's newest score."""
+        if not pairs:
+            return []
+        with self.sessions() as session:
+            newest = dict(
+                session.execute(
+                    select(RiskScore.device_id, func.max(RiskScore.ts))
+                    .where(RiskScore.device_id.in_([d.id for d, _ in pairs]))
+                    .group_by(RiskScore.device_id)
+                ).all()
+            )
+        return [
+            (d, a)
+            for d, a in pairs
+            if newest.get(d.id) is None or newest[d.id] < datetime.fromtimestamp(a.ts, UTC)
+        ]
 
     def _store_scores(
         self, asset_type: str, pairs: Sequence[tuple[DeviceRow, Assessment]]

@@ -16,18 +16,19 @@ from sqlalchemy.orm import Session, sessionmaker
 from support.risk_sim import DAY, FAIL_DAY, ONSET_DAY, START, H, Sim, leak_fleet
 
 from cloud.db import make_engine, make_sessionmaker, migrate
+from cloud.errors import Conflict
 from cloud.registry.models import Client, Device, Gateway, Site, SiteKind, site_shard
 from cloud.risk.models import RiskRequest, RiskScore
 from cloud.risk.requests import requests_of
-from cloud.risk.scorer import RiskScorer, ScorerConfig
+from cloud.risk.scorer import DeviceRow, RiskScorer, ScorerConfig
 from cloud.settings import DEFAULT_MODELS_DIR
 from cloud.tsdb.base import Point
 from cloud.tsdb.sqlite import SQLiteStore
 from cloud.workorders.models import WorkOrder
-from cloud.workorders.service import OrderPolicy
+from cloud.workorders.service import OrderPolicy, TriggerResult
 from models.export import load_detectors
 from models.pipeline import score_windows
-from models.runtime import RiskRuntime
+from models.runtime import Assessment, RiskRuntime
 
 FAIL = START + FAIL_DAY * DAY
 
@@ -150,6 +151,64 @@ def test_the_leak_gets_one_order_before_it_fails_and_the_healthy_ones_none(world
     assert healthy is not None and healthy < 0.3
     lead_h = (FAIL - opened_at) / H
     assert lead_h >= 6, f"warned only {lead_h:.1f} h ahead"
+
+
+class _Killed(BaseException):
+    """The scorer's process dying at that instant (SIGKILL runs no handler)."""
+
+
+class _DiesAtTrigger(RiskScorer):
+    def _trigger(self, dev: DeviceRow, a: Assessment) -> TriggerResult:
+        raise _Killed
+
+
+class _TriggerFailsOnce(RiskScorer):
+    failures = 0
+
+    def _trigger(self, dev: DeviceRow, a: Assessment) -> TriggerResult:
+        if not self.failures:
+            self.failures += 1
+            raise Conflict("the order's row was taken by another caller, five times")
+        return super()._trigger(dev, a)
+
+
+def test_a_scorer_killed_before_its_trigger_opens_the_order_when_it_runs_again(
+    world: World,
+) -> None:
+    """A window counts as scored once its score is stored: the order must come first, or
+    the restarted scorer finds the window done and the order waits for the next one."""
+    clock = [FAIL - 3 * H]  # the leak well over its threshold
+    config = ScorerConfig(baseline_days=4)
+    dying = _DiesAtTrigger(
+        world.sessions, world.store, world.runtime, OrderPolicy(), config, clock=lambda: clock[0]
+    )
+    with pytest.raises(_Killed):
+        dying.scheduled_pass()
+    restarted = scorer(world, clock)
+    stats = restarted.scheduled_pass()
+    assert stats.triggers == {"opened": 1}
+    with world.sessions() as s:
+        orders = [(o.device_id, o.fault) for o in s.scalars(select(WorkOrder))]
+        scores = s.execute(
+            select(RiskScore.device_id, func.count()).group_by(RiskScore.device_id)
+        ).all()
+    assert orders == [(world.ids["cc-leak"], "refrigerant_leak")]
+    # every device's window scored once, whichever asset type the dying pass stored first
+    assert sorted(n for _, n in scores) == [1, 1, 1]
+    assert restarted.scheduled_pass().scored == 0  # now the window is done
+
+
+def test_a_failed_trigger_is_tried_again_at_the_next_pass(world: World) -> None:
+    clock = [FAIL - 3 * H]
+    config = ScorerConfig(baseline_days=4)
+    sc = _TriggerFailsOnce(
+        world.sessions, world.store, world.runtime, OrderPolicy(), config, clock=lambda: clock[0]
+    )
+    first = sc.scheduled_pass()
+    assert first.failed == 1 and first.triggers == {}
+    assert first.scored == 2  # the healthy devices' scores are kept, the leak's is not
+    second = sc.scheduled_pass()
+    assert second.triggers == {"opened": 1} and second.scored == 1
 
 
 def test_requests_score_at_once_and_raise_alarm_orders(world: World) -> None:
