@@ -18,9 +18,10 @@ not yielded; the next one is the window that ends after the new sample.
 
 Memory is bounded: a buffer holds at most ``max_samples = ceil(window_s / period_s) · 2``
 samples; the excess is dropped and counted. A sample older than the open window's start
-(late, e.g. a slow poll that finished after the boundary) is dropped and counted. A step of
-the wall clock back by more than a whole window (a clock set back) discards the held
-samples (counted) and starts again at the new time.
+(late, e.g. a slow poll that finished after the boundary) is dropped and counted, also
+when :meth:`WindowBuffer.close_due` closed its window before it came: a window is yielded
+once. A step of the wall clock back by more than a whole window (a clock set back)
+discards the held samples (counted) and starts again at the new time.
 
 A window with no samples is never yielded; nor are the empty windows of a gap.
 """
@@ -115,6 +116,8 @@ class WindowBuffer:
         self.counters = WindowCounters()
         self._start = 0.0
         self._end: float | None = None
+        self._closed_end: float | None = None
+        """End of the last window :meth:`close_due` closed."""
         self._ts: list[float] = []
         self._rows: list[dict[str, SampleValue]] = []
         self._excess = 0
@@ -157,7 +160,20 @@ class WindowBuffer:
                 raise TypeError(f"point {name!r}: {value!r} is not a number")
         closed: Window | None = None
         if self._end is None:
-            self._open(ts)
+            last = self._closed_end
+            if last is not None and last - self.window_s <= ts < last:
+                # A sample of a window close_due has closed already (a poll that began
+                # before the window's end and finished after it): it may go only into the
+                # next window, and is late if that one does not cover it. Reopening the
+                # closed window would yield it a second time.
+                self._open(last + self.hop_s / 2)
+                if ts < self._start:
+                    self._end = None
+                    self.counters.late += 1
+                    log.debug("%s/%s: late sample at %.3f dropped", self.device_id, self.group, ts)
+                    return None
+            else:
+                self._open(ts)
         elif ts < self._start - self.window_s:
             self.counters.clock_steps += 1
             self.counters.discarded_samples += len(self._ts)
@@ -192,6 +208,7 @@ class WindowBuffer:
         """Close the open window if ``now`` is at or past its end (samples stopped coming)."""
         if self._end is None or now < self._end:
             return None
+        self._closed_end = self._end
         closed = self._close()
         self._advance(now)
         if not self._ts:

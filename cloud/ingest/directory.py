@@ -15,6 +15,7 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from cloud.db import translate_errors
 from cloud.errors import NotFound
 from cloud.registry.refs import GatewayInfo
 from cloud.registry.services import gateway_devices
@@ -23,7 +24,8 @@ from cloud.registry.services import gateway_devices
 class Directory(Protocol):
     def lookup(self, gateway_id: str, *, reload: bool = False) -> GatewayInfo | None:
         """The gateway's entry, or None if it is not registered; ``reload`` asks for a
-        fresh read (honoured at most once per ``min_reload_s``)."""
+        fresh read (honoured at most once per ``min_reload_s``). Raises
+        :class:`~cloud.errors.RegistryUnavailable` when the registry cannot be read."""
 
 
 class StaticDirectory:
@@ -63,7 +65,7 @@ class SqlDirectory:
             age = now - cached[0]
             if age < self.refresh_s and not (reload and age >= self.min_reload_s):
                 return cached[1]
-        with self._sessions() as session:
+        with translate_errors(), self._sessions() as session:
             try:
                 info: GatewayInfo | None = gateway_devices(session, gateway_id)
             except NotFound:

@@ -12,7 +12,8 @@ the broker splits gateways' batches between any number of workers. A worker:
 
 If the store is unavailable the worker keeps the messages, retries the write with
 backoff (``retry_min_s`` doubling to ``retry_max_s``) and acks nothing meanwhile; the
-gateways keep their records. A killed worker loses nothing: what it had not stored was
+gateways keep their records. The same holds when the registry (which ingest reads to tag a
+gateway's points) cannot be read. A killed worker loses nothing: what it had not stored was
 not acknowledged, and the gateway sends it again.
 
 ``run(settings, workers=N)`` starts N worker processes and supervises them.
@@ -36,7 +37,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from cloud.errors import CloudError, StoreError, StoreUnavailable
+from cloud.errors import CloudError, RegistryUnavailable, StoreError, StoreUnavailable
 from cloud.ingest import metrics
 from cloud.ingest.directory import Directory
 from cloud.ingest.service import BatchRefused, IngestService, Prepared
@@ -199,14 +200,35 @@ class IngestWorker:
             self.counts["batches"] += 1
             try:
                 gateway_id, _rest = parse_topic(m.topic)
-                group.append((m, self.service.prepare(m.payload, gateway_id)))
+                prepared = self._prepare_one(m.payload, gateway_id)
             except (BatchRefused, ProtocolError) as exc:
                 # Nothing to store or ack; the message is done with.
                 self.counts["refused"] += 1
                 log.debug("batch on %s refused: %s", m.topic, exc)
                 self._client.ack(m.mid, m.qos)
                 metrics.QUEUED.dec()
+                continue
+            if prepared is None:  # stopping while the registry is down: leave it unacked
+                metrics.QUEUED.dec()
+                continue
+            group.append((m, prepared))
         return group
+
+    def _prepare_one(self, payload: bytes, gateway_id: str) -> Prepared | None:
+        """``service.prepare``, retried with backoff while the registry cannot be read (a
+        PostgreSQL restart): nothing is stored or acked meanwhile, and the worker carries on
+        once it is back. None if the worker is stopped first."""
+        delay = self.retry_min_s
+        while True:
+            try:
+                return self.service.prepare(payload, gateway_id)
+            except RegistryUnavailable as exc:
+                self.counts["retries"] += 1
+                if delay == self.retry_min_s or delay >= self.retry_max_s:
+                    log.error("registry unavailable, retrying: %s", exc)
+                if self._stopping.wait(delay):
+                    return None
+                delay = min(delay * 2, self.retry_max_s)
 
     def _commit_loop(self) -> None:
         """Store each prepared group, then ack it to the gateways and to the broker."""

@@ -112,6 +112,38 @@ def test_close_due_closes_on_time_when_samples_stop() -> None:
     assert buf.open_window == (1080.0, 1140.0)
 
 
+def test_a_sample_of_a_window_closed_on_time_does_not_reopen_it() -> None:
+    """A poll that began before the window's end and finished after close_due closed the
+    window: its sample is late (the window was yielded once), never a second window with
+    the same end (found by the fault soak, tests/soak, on a loaded machine)."""
+    buf = WindowBuffer("cc-1", FAST, offset_s=0.0)
+    buf.append(1000.0, {"a": 1.0})
+    w = buf.close_due(1020.3)
+    assert w is not None and w.end == 1020.0
+    assert buf.append(1019.9, {"a": 2.0}) is None
+    assert buf.counters.late == 1
+    assert buf.close_due(1100.0) is None  # nothing was reopened
+    assert buf.append(1020.5, {"a": 3.0}) is None  # the next window goes on as usual
+    assert buf.open_window == (1020.0, 1080.0)
+    w = buf.close_due(1080.0)
+    assert w is not None and (w.end, w.series["a"].tolist()) == (1080.0, [3.0])
+    assert buf.counters.windows == 2
+
+
+def test_a_sample_of_a_sliding_window_closed_on_time_goes_into_the_next() -> None:
+    group = PollGroup(name="slide", period_s=1.0, window_s=60.0, hop_s=20.0)
+    buf = WindowBuffer("cc-1", group, offset_s=0.0)
+    buf.append(905.0, {"a": 1.0})  # then silence: the windows ending 920, 940, 960 hold it
+    ends = [w.end for now in (920.5, 940.5, 960.5) if (w := buf.close_due(now)) is not None]
+    assert ends == [920.0, 940.0, 960.0] and buf.open_window is None
+    assert buf.append(959.0, {"a": 2.0}) is None  # 960 is closed; [920, 980) covers it
+    assert buf.open_window == (920.0, 980.0) and buf.counters.late == 0
+    assert buf.append(915.0, {"a": 3.0}) is None  # older than any window still to come
+    assert buf.counters.late == 1
+    w = buf.close_due(980.0)
+    assert w is not None and (w.end, w.series["a"].tolist()) == (980.0, [2.0])
+
+
 def test_a_gap_skips_empty_windows() -> None:
     buf = WindowBuffer("cc-1", FAST, offset_s=0.0)
     buf.append(1000.0, {"a": 1.0})
