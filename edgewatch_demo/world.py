@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.auth import Principal
@@ -72,7 +73,7 @@ def register(sessions: sessionmaker[Session], p: Plan, desk_url: str, grace_s: i
     system = Principal.system()
     world = World()
     with session_scope(sessions) as s:
-        if s.query(Client).first() is not None:
+        if s.scalar(select(Client.id).limit(1)) is not None:
             raise Conflict(
                 "the registry holds clients already; the demo needs an empty one "
                 "(a new SQLite folder with --out, or an empty PostgreSQL database)"
@@ -119,7 +120,7 @@ def register(sessions: sessionmaker[Session], p: Plan, desk_url: str, grace_s: i
         world.logins = logins
         # The devices were installed before the simulated period: their baseline starts
         # with it (the scorer learns each device from its first days of windows).
-        for device in s.query(Device):
+        for device in s.scalars(select(Device)):
             device.created_at = p.start
     return world
 
