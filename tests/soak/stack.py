@@ -18,9 +18,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 from conftest import MOSQUITTO, ServerStartError, _find_binary, free_port
-from integration.cloud.test_mosquitto_acl import Conn
 from integration.cloud.test_mosquitto_deploy import (
     DEPLOYED,
     Clients,
@@ -57,36 +55,6 @@ class Login:
     secret: str
     devices: dict[str, str]
     """Device name (the agent's id) → registry id (the ``device`` tag of its points)."""
-
-
-def _write_in_the_loop(_client: mqtt.Client, _userdata: object, _sock: object) -> None:
-    """paho's ``on_socket_register_write``: set, it makes paho leave every write to the
-    network thread instead of writing from whichever thread publishes."""
-
-
-class LoopWrites(Clients):
-    """:class:`Clients` whose connections write only from their network thread.
-
-    ``Clients`` runs ``loop_forever`` on a thread of its own, so paho does not know it is
-    threaded and writes a publish from the caller's thread, while the network thread reads:
-    two threads in one OpenSSL connection at once, which corrupted the test process's heap
-    in a long soak (``free(): corrupted unsorted chunks``)."""
-
-    def connect(
-        self,
-        username: str | None,
-        password: str | None,
-        *,
-        tls: bool,
-        client_id: str | None = None,
-        session_expiry_s: int = 0,
-    ) -> Conn:
-        conn = super().connect(
-            username, password, tls=tls, client_id=client_id, session_expiry_s=session_expiry_s
-        )
-        # Nothing was written since the network thread started: from here on it writes.
-        conn.client.on_socket_register_write = _write_in_the_loop
-        return conn
 
 
 @dataclass
@@ -241,7 +209,7 @@ class Stack:
     def clients(self) -> Clients:
         """MQTT 5 connections to the broker (TLS listener for gateways, local for ingest)."""
         assert self.broker is not None
-        return LoopWrites(self.broker)
+        return Clients(self.broker)
 
     def broker_alive(self) -> bool:
         return (

@@ -284,6 +284,11 @@ def broker(setup: Setup) -> Iterator[DeployedBroker]:
 # ---- MQTT 5 clients, as the agent and the ingest workers are ----------------------------------
 
 
+def _write_in_the_loop(_client: mqtt.Client, _userdata: object, _sock: object) -> None:
+    """paho's ``on_socket_register_write``: set, paho leaves every write to the network
+    thread instead of writing from whichever thread publishes."""
+
+
 class Clients:
     def __init__(self, broker: DeployedBroker) -> None:
         self.broker = broker
@@ -329,6 +334,11 @@ class Clients:
             # replace (and leak) the wake-up socket pair that connect() made.
             conn.thread = threading.Thread(target=client.loop_forever, daemon=True)
             conn.thread.start()
+            # paho does not know that thread is its network loop, so it would write a
+            # publish from the caller's thread while the loop reads: two threads in one
+            # OpenSSL connection, which corrupted the heap of a long soak. Set, this hook
+            # leaves every write to the loop.
+            client.on_socket_register_write = _write_in_the_loop
             self.opened.append(conn)
         else:
             client.disconnect()
