@@ -27,6 +27,7 @@ from fastapi import FastAPI
 
 from cloud.api import (
     auth,
+    broker,
     clients,
     desk_inbound,
     devices,
@@ -94,6 +95,7 @@ TAGS: Final = [
         "description": "status changes a desk posts back, signed with the desk's secret",
     },
     {"name": "health", "description": "liveness, readiness, Prometheus metrics"},
+    {"name": "broker", "description": "the MQTT cluster's authentication of gateway logins"},
 ]
 
 
@@ -147,6 +149,7 @@ def create_app(settings: Settings, *, store: TimeSeriesStore | None = None) -> F
         users,
         health,
         uplink,
+        broker,
     ):
         app.include_router(module.router)
     app.state.baselines = StoredBaselines(

@@ -3,7 +3,9 @@
 Settings come from keyword arguments (tests), then ``EDGEWATCH_CLOUD_*`` environment
 variables, then an optional env file; nothing is read at import time. A bad value fails
 with :class:`cloud.errors.ConfigError` naming the setting (``EDGEWATCH_CLOUD_<NAME>``) and
-what was expected. Placeholder secrets are refused outside ``environment=development``.
+what was expected. Placeholder secrets are refused outside ``environment=development``,
+and a value still holding the deployment files' :data:`PLACEHOLDER` (a password, a token,
+a database URL) is refused everywhere.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from cloud.errors import ConfigError
 
 ENV_PREFIX = "EDGEWATCH_CLOUD_"
 PLACEHOLDER_SECRET = "development-only-secret-change-me"  # noqa: S105 - refused in production
+PLACEHOLDER = "REPLACE-ME"
+"""What ``deploy/`` writes for every secret the operator must provide; refused at start-up."""
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models" / "artifacts"
 """The models shipped with EdgeWatch (``models/artifacts`` beside this package)."""
 
@@ -65,6 +69,11 @@ class Settings(BaseSettings):
     mqtt_tls: bool = False
     mqtt_ca_file: Path | None = None
     ingest_share_group: str = Field("ingest", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    broker_auth_key: SecretStr | None = Field(
+        None,
+        description="shared with an EMQX cluster that authenticates MQTT logins through "
+        "POST /v1/broker/emqx/authenticate (at least 32 characters); unset: no endpoint",
+    )
     ingest_max_future_s: float = Field(
         300.0, ge=0, description="records stamped further ahead of the cloud's clock are rejected"
     )
@@ -104,6 +113,15 @@ class Settings(BaseSettings):
     )
     scorer_baseline_days: float = Field(
         14.0, gt=0, le=365, description="a device's first days of windows are its baseline"
+    )
+    risk_history_days: float = Field(
+        90.0, ge=1, le=3650, description="every risk score is kept this long, then deleted"
+    )
+    risk_alert_history_days: float = Field(
+        730.0,
+        ge=1,
+        le=3650,
+        description="scores over their threshold (alerts) are kept this long instead",
     )
     risk_thresholds: dict[str, float] = Field(
         default_factory=dict,
@@ -182,6 +200,23 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _alerts_outlive_scores(self) -> Settings:
+        if self.risk_alert_history_days < self.risk_history_days:
+            raise ValueError(
+                f"risk_alert_history_days: {self.risk_alert_history_days:g} is shorter than "
+                f"risk_history_days ({self.risk_history_days:g}); alerts are kept at least "
+                "as long as every score"
+            )
+        return self
+
+    @field_validator("broker_auth_key")
+    @classmethod
+    def _broker_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("at least 32 characters (e.g. openssl rand -base64 33)")
+        return value
+
+    @model_validator(mode="after")
     def _production_secrets(self) -> Settings:
         if self.environment != "development":
             key = self.secret_key.get_secret_value()
@@ -190,6 +225,21 @@ class Settings(BaseSettings):
                     "secret_key: the development placeholder or a key shorter than 32 "
                     "characters is refused outside development"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _no_placeholders(self) -> Settings:
+        left = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            text = value.get_secret_value() if isinstance(value, SecretStr) else value
+            if isinstance(text, str) and PLACEHOLDER in text:
+                left.append(ENV_PREFIX + name.upper())
+        if left:
+            raise ValueError(
+                f"{', '.join(left)}: still the deployment placeholder {PLACEHOLDER}; "
+                "set the real value (see deploy/README.md)"
+            )
         return self
 
     @field_validator("report_grid_factors")

@@ -21,15 +21,12 @@ Environment overrides:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import http.client
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -38,6 +35,7 @@ from typing import Any, NoReturn
 
 import pytest
 from support.postgres import PostgresUnavailable, fresh_database
+from support.processes import die_with_parent
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 10.0
@@ -139,19 +137,6 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(tail) if tail else "(log is empty)"
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """On Linux, ask the kernel to stop the child if the test process dies without teardown."""
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig = 1
-
-    def set_pdeathsig() -> None:
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-    return set_pdeathsig
-
-
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
     """Terminate, wait, and kill if it does not exit in time."""
     if proc.poll() is None:
@@ -180,7 +165,7 @@ def start_process(
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=cwd,
-            preexec_fn=_die_with_parent(),
+            preexec_fn=die_with_parent(),
         )
     deadline = time.monotonic() + timeout_s
     try:

@@ -120,7 +120,10 @@ def _authenticate(request: Request, gateway_id: str, secret: str) -> None:
         413: {"model": ErrorBody, "description": "larger than a batch may be"},
         415: {"model": ErrorBody, "description": f"not {BATCH_CONTENT_TYPE}"},
         422: {"model": ErrorBody, "description": "the gateway id is not a valid id"},
-        503: {"model": ErrorBody, "description": "the store is unavailable: send again later"},
+        503: {
+            "model": ErrorBody,
+            "description": "the store or the registry is unavailable: send again later",
+        },
     },
 )
 async def post_batch(

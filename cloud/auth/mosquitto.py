@@ -4,6 +4,8 @@ The broker (``deploy``: ``allow_anonymous false``, ``password_file``, ``acl_file
 two files generated here from the registry; regenerate them after issuing or revoking a
 credential (``edgewatch-cloud admin mosquitto-files``) and send the broker SIGHUP.
 
+The rules themselves are :mod:`cloud.auth.broker`'s (EMQX gets the same ones).
+
 Per-user ACL blocks, not ``%u`` patterns: a gateway's credentials have several usernames
 during a rotation (``gw-1``, ``gw-1@2``; see :mod:`cloud.auth.gateways`), which a pattern
 could not map to ``gw-1``'s topics; pattern lines would also apply to the service
@@ -36,10 +38,10 @@ from typing import Final
 
 from sqlalchemy.orm import Session
 
+from cloud.auth.broker import TopicRule, gateway_rules, ingest_rules
 from cloud.auth.gateways import active_credentials
 from cloud.auth.passwords import mosquitto_hash
 from cloud.errors import Conflict, InvalidInput
-from edge_agent.protocol import TOPIC_ROOT, ack_topic, status_topic, up_topic
 
 SERVICE_USERNAME_RE: Final = re.compile(r"^_[A-Za-z0-9_.-]{1,63}$")
 DEFAULT_INGEST_USERNAME: Final = "_ingest"
@@ -86,23 +88,18 @@ class MosquittoFiles:
     service_accounts: int
 
 
+def acl_lines(rules: Iterable[TopicRule]) -> list[str]:
+    """Mosquitto ``acl_file`` lines (after ``user <name>``) for ``rules``."""
+    return [f"topic {r.access} {r.topic}" for r in rules]
+
+
 def gateway_acl(gateway_id: str) -> list[str]:
-    """The ACL lines (after ``user <name>``) that confine one gateway to its subtree."""
-    return [
-        f"topic write {up_topic(gateway_id)}",
-        f"topic write {status_topic(gateway_id)}",
-        f"topic read {ack_topic(gateway_id)}",
-        f"topic read {TOPIC_ROOT}/{gateway_id}/down/#",
-    ]
+    """The ACL lines that confine one gateway to its subtree."""
+    return acl_lines(gateway_rules(gateway_id))
 
 
 def ingest_acl() -> list[str]:
-    return [
-        f"topic read {TOPIC_ROOT}/+/up",
-        f"topic read {TOPIC_ROOT}/+/status",
-        f"topic write {TOPIC_ROOT}/+/ack",
-        f"topic write {TOPIC_ROOT}/+/down/#",
-    ]
+    return acl_lines(ingest_rules())
 
 
 def render_files(

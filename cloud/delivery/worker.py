@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 from prometheus_client import Counter, Histogram
-from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
@@ -123,12 +123,18 @@ class DeliveryWorker:
         """Lease up to ``limit`` due messages (oldest first, one at a time per order and
         desk); :data:`SKIP LOCKED` on PostgreSQL, SQLite's single writer elsewhere."""
         now = self._now()
+        # Claimable: the oldest pending message of its order and desk, asked of each
+        # candidate the scan reaches (a subquery per row on the (order, desk, id) index;
+        # a NOT EXISTS may be planned as a join against every pending message).
         older = aliased(OutboxMessage)
-        blocked = exists().where(
-            older.work_order_id == OutboxMessage.work_order_id,
-            older.desk_id == OutboxMessage.desk_id,
-            older.id < OutboxMessage.id,
-            older.state == DeliveryState.PENDING,
+        first_pending = (
+            select(func.min(older.id))
+            .where(
+                older.work_order_id == OutboxMessage.work_order_id,
+                older.desk_id == OutboxMessage.desk_id,
+                older.state == DeliveryState.PENDING,
+            )
+            .scalar_subquery()
         )
         stmt = (
             select(OutboxMessage)
@@ -136,13 +142,19 @@ class DeliveryWorker:
                 OutboxMessage.state == DeliveryState.PENDING,
                 OutboxMessage.next_attempt_at <= now,
                 or_(OutboxMessage.locked_until.is_(None), OutboxMessage.locked_until < now),
-                ~blocked,
+                OutboxMessage.id == first_pending,
             )
             .order_by(OutboxMessage.id)
             .limit(limit or self.batch)
             .with_for_update(skip_locked=True)
         )
         with self.sessions.begin() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                # Walk the pending messages in id order (the (state, id) index) and stop
+                # at the batch. Left to itself the planner may read every due message and
+                # sort them: statistics taken before a burst say pending ones are few,
+                # and with thousands pending each claim then costs tens of milliseconds.
+                session.execute(text("SET LOCAL enable_sort = off"))
             rows = list(session.scalars(stmt))
             for m in rows:
                 m.locked_until = now + self.lease

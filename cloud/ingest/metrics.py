@@ -10,13 +10,15 @@ from prometheus_client import Counter, Gauge, Histogram
 BATCHES: Final = Counter(
     "edgewatch_ingest_batches",
     "Uplink batches handled, by transport and outcome "
-    "(stored, rejected: a batch-level fault, unknown_gateway, store_unavailable: retried)",
+    "(stored, rejected: a batch-level fault, unknown_gateway, store_unavailable and "
+    "registry_unavailable: retried)",
     ["transport", "outcome"],
 )
 RECORDS: Final = Counter("edgewatch_ingest_records", "Records stored, by record kind", ["kind"])
 REJECTED: Final = Counter(
     "edgewatch_ingest_rejected_records",
-    "Records refused (named in the ack's rejected list), by reason",
+    "Records refused, by reason (named in the ack's rejected list when their seq can be "
+    "read and is not a repeat within the batch)",
     ["reason"],
 )
 LAG: Final = Histogram(

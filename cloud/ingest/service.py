@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from cloud.errors import CloudError, StoreError, StoreUnavailable
+from cloud.errors import CloudError, RegistryUnavailable, StoreError, StoreUnavailable
 from cloud.ingest import metrics
 from cloud.ingest.directory import Directory
 from cloud.ingest.records import Rejected, to_point
@@ -67,7 +67,9 @@ class IngestService:
         notify: Callable[[Sequence[Point]], None] | None = None,
     ) -> None:
         """``notify`` is given the points of every successful write, before the acks
-        (the risk scorer's request sink); it must not raise."""
+        (the risk scorer's request sink). It may raise
+        :class:`~cloud.errors.RegistryUnavailable` when what it must record cannot be
+        recorded now: then nothing is acknowledged, as for a store outage."""
         self.store = store
         self.notify = notify
         self.directory = directory
@@ -104,15 +106,20 @@ class IngestService:
             prepared.points.append(point)
             prepared.seqs.append(record.seq)
             prepared.newest_ts = max(prepared.newest_ts, record.ts)
-        for _, reason in prepared.rejected:
+        # Every record left out is counted, also those whose seq cannot be read or repeats
+        # an earlier one in the batch (the ack cannot name them).
+        for _, reason in decoded.rejects:
+            metrics.REJECTED.labels(reason).inc()
+        for _, reason in prepared.rejected[len(decoded.rejected_seqs) :]:
             metrics.REJECTED.labels(reason).inc()
         return prepared
 
     def commit(self, batches: Sequence[Prepared]) -> list[Ack]:
         """Store the points of ``batches`` in one write; their acks, in order.
 
-        Raises :class:`cloud.errors.StoreUnavailable` (retry later; nothing acked) or
-        :class:`cloud.errors.StoreError` (the store refused the write)."""
+        Raises :class:`cloud.errors.StoreUnavailable` or
+        :class:`cloud.errors.RegistryUnavailable` from ``notify`` (retry later; nothing
+        acked) or :class:`cloud.errors.StoreError` (the store refused the write)."""
         points = [p for b in batches for p in b.points]
         if points:
             started = time.perf_counter()
@@ -129,7 +136,13 @@ class IngestService:
                 points = [p for b in batches for p in b.points]
             metrics.STORE_SECONDS.observe(time.perf_counter() - started)
             if self.notify is not None and points:
-                self.notify(points)
+                try:
+                    self.notify(points)
+                except RegistryUnavailable:
+                    metrics.BATCHES.labels(self.transport, "registry_unavailable").inc(
+                        len(batches)
+                    )
+                    raise
         now = self.clock()
         kinds: Counter[str] = Counter(p.measurement for p in points)
         for kind, n in kinds.items():

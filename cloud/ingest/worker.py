@@ -13,8 +13,11 @@ the broker splits gateways' batches between any number of workers. A worker:
 If the store is unavailable the worker keeps the messages, retries the write with
 backoff (``retry_min_s`` doubling to ``retry_max_s``) and acks nothing meanwhile; the
 gateways keep their records. The same holds when the registry (which ingest reads to tag a
-gateway's points) cannot be read. A killed worker loses nothing: what it had not stored was
-not acknowledged, and the gateway sends it again.
+gateway's points, and where it records a raised alarm for the scorer) cannot be reached. A
+killed worker loses nothing: what it had not stored was not acknowledged, and the gateway
+sends it again. So a worker whose prepare or store thread fails unexpectedly does not
+linger half-alive: it sets :attr:`IngestWorker.failed`, and its process exits (non-zero)
+for the supervisor to start it again.
 
 ``run(settings, workers=N)`` starts N worker processes and supervises them.
 """
@@ -28,6 +31,7 @@ import signal
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -87,6 +91,8 @@ class IngestWorker:
         self._threads: list[threading.Thread] = []
         self._prepared: queue.Queue[list[tuple[_Message, Prepared]] | None] = queue.Queue(1)
         self._connected = threading.Event()
+        self.failed = threading.Event()
+        """Set when a worker thread died of an unexpected error; the worker is stopping."""
         self.counts: dict[str, int] = {"batches": 0, "stored": 0, "refused": 0, "retries": 0}
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -150,14 +156,44 @@ class IngestWorker:
             ) from None
         self._client.loop_start()
         self._threads = [
-            threading.Thread(target=self._run, name=f"ingest-prepare-{self.client_id}"),
-            threading.Thread(target=self._commit_loop, name=f"ingest-store-{self.client_id}"),
+            threading.Thread(
+                target=self._guarded, args=(self._run,), name=f"ingest-prepare-{self.client_id}"
+            ),
+            threading.Thread(
+                target=self._guarded,
+                args=(self._commit_loop,),
+                name=f"ingest-store-{self.client_id}",
+            ),
         ]
         for thread in self._threads:
             thread.start()
         if not self._connected.wait(timeout):
             self.stop()
             raise CloudError(f"ingest worker {self.client_id}: no CONNACK within {timeout} s")
+
+    def _guarded(self, body: Callable[[], None]) -> None:
+        """Run a worker thread's loop; an unexpected error stops the whole worker."""
+        try:
+            body()
+        except Exception:
+            log.critical(
+                "ingest worker %s: thread %s failed; the worker stops (what it did not "
+                "store was not acknowledged and will be sent again)",
+                self.client_id,
+                threading.current_thread().name,
+                exc_info=True,
+            )
+            self.failed.set()
+            self._stopping.set()
+
+    def _handoff(self, group: list[tuple[_Message, Prepared]] | None) -> None:
+        """Give ``group`` to the store thread (None: no more), unless the worker failed."""
+        while not self.failed.is_set():
+            try:
+                self._prepared.put(group, timeout=0.2)
+                return
+            except queue.Full:
+                continue
 
     def wait_subscribed(self, timeout: float = 10.0) -> bool:
         return self._connected.wait(timeout)
@@ -176,12 +212,12 @@ class IngestWorker:
         """Decode and map what the broker delivered, in groups of up to ``max_batches``
         batches, while the store thread writes the group before (the two overlap: the
         store's round trip does not hold the interpreter)."""
-        while True:
+        while not self.failed.is_set():
             try:
                 first = self._queue.get(timeout=0.1)
             except queue.Empty:
                 if self._stopping.is_set():
-                    self._prepared.put(None)
+                    self._handoff(None)
                     return
                 continue
             messages = [first]
@@ -192,7 +228,7 @@ class IngestWorker:
                     break
             group = self._prepare(messages)
             if group:
-                self._prepared.put(group)
+                self._handoff(group)
 
     def _prepare(self, messages: list[_Message]) -> list[tuple[_Message, Prepared]]:
         group: list[tuple[_Message, Prepared]] = []
@@ -232,7 +268,15 @@ class IngestWorker:
 
     def _commit_loop(self) -> None:
         """Store each prepared group, then ack it to the gateways and to the broker."""
-        while (group := self._prepared.get()) is not None:
+        while True:
+            try:
+                group = self._prepared.get(timeout=0.2)
+            except queue.Empty:
+                if self.failed.is_set():
+                    return
+                continue
+            if group is None:
+                return
             acks = self._commit([p for _, p in group])
             metrics.QUEUED.dec(len(group))
             if acks is None:  # stopping while the store is down: leave them unacknowledged
@@ -248,10 +292,11 @@ class IngestWorker:
         while True:
             try:
                 return self.service.commit(batches)
-            except StoreUnavailable as exc:
+            except (StoreUnavailable, RegistryUnavailable) as exc:
+                # The store, or the registry where raised alarms are recorded: retry.
                 self.counts["retries"] += 1
                 if self.counts["retries"] == 1 or delay >= self.retry_max_s:
-                    log.error("time-series store unavailable, retrying: %s", exc)
+                    log.error("cannot store a batch now, retrying: %s", exc)
                 if self._stopping.wait(delay):
                     return None
                 delay = min(delay * 2, self.retry_max_s)
@@ -334,11 +379,15 @@ def _serve(settings: Settings, index: int, metrics_port: int | None) -> None:
             target=rollup_loop, args=(worker.service.store, stop), name="rollup", daemon=True
         )
         rollups.start()
-    stop.wait()
+    while not stop.wait(1.0) and not worker.failed.is_set():
+        pass
+    stop.set()
     worker.stop()
     if rollups is not None:
         rollups.join(30)
     worker.service.store.close()
+    if worker.failed.is_set():
+        raise SystemExit(70)  # EX_SOFTWARE: the supervisor starts the worker again
 
 
 def run(settings: Settings, workers: int = 1, metrics_port: int | None = None) -> int:

@@ -28,8 +28,8 @@ class RiskScore(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
     site_id: Mapped[str] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
-    ts: Mapped[datetime] = mapped_column()
-    """The window end the assessment is for."""
+    ts: Mapped[datetime] = mapped_column(index=True)
+    """The window end the assessment is for (indexed for the history's pruning)."""
     computed_at: Mapped[datetime] = mapped_column(default=utcnow)
     p24: Mapped[float] = mapped_column(Float)
     p72: Mapped[float] = mapped_column(Float)

@@ -20,9 +20,10 @@ from typing import Any
 
 from prometheus_client import Counter
 from sqlalchemy import insert
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from cloud.errors import RegistryUnavailable
 from cloud.registry.models import site_shard
 from cloud.risk.models import RiskRequest
 from cloud.tsdb.base import Point
@@ -30,7 +31,11 @@ from cloud.tsdb.base import Point
 log = logging.getLogger(__name__)
 
 REQUESTS = Counter(
-    "edgewatch_risk_requests_total", "Risk assessments asked for by ingest", ["reason", "result"]
+    "edgewatch_risk_requests_total",
+    "Risk assessments asked for by ingest, by reason and result (recorded; retried: an "
+    "alarm's batch left unacknowledged in an outage; failed: dropped in an outage; "
+    "refused: the database refused it)",
+    ["reason", "result"],
 )
 
 
@@ -75,6 +80,8 @@ class RequestSink:
         self._sessions = sessions
 
     def __call__(self, points: Sequence[Point]) -> None:
+        """Record the requests of ``points``; raises :class:`RegistryUnavailable` if the
+        database is down and they include a raised alarm (see the module docstring)."""
         rows = requests_of(points)
         if not rows:
             return
@@ -82,15 +89,33 @@ class RequestSink:
         try:
             with self._sessions.begin() as session:
                 session.execute(insert(RiskRequest), [r | {"created_at": now} for r in rows])
+        except (IntegrityError, DataError) as exc:
+            self._dropped(rows, "refused", exc)
+            return
         except SQLAlchemyError as exc:
-            for r in rows:
-                REQUESTS.labels(r["reason"], "failed").inc()
-            log.warning(
-                "could not record %d risk requests (the scheduled pass will score "
-                "these devices): %s",
-                len(rows),
-                " ".join(str(exc).split())[:300],
-            )
+            if any(r["reason"] == "alarm" for r in rows):
+                for r in rows:
+                    REQUESTS.labels(r["reason"], "retried").inc()
+                raise RegistryUnavailable(
+                    f"cannot record {len(rows)} risk requests, among them a raised alarm "
+                    f"(the batch is not acknowledged): {_brief(exc)}"
+                ) from exc
+            self._dropped(rows, "failed", exc)
             return
         for r in rows:
             REQUESTS.labels(r["reason"], "recorded").inc()
+
+    @staticmethod
+    def _dropped(rows: Sequence[dict[str, Any]], result: str, exc: SQLAlchemyError) -> None:
+        for r in rows:
+            REQUESTS.labels(r["reason"], result).inc()
+        log.warning(
+            "could not record %d risk requests (the scheduled pass will score "
+            "these devices): %s",
+            len(rows),
+            _brief(exc),
+        )
+
+
+def _brief(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]

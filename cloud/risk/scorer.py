@@ -18,6 +18,10 @@ cached once complete; the fleet's until then), :meth:`models.runtime.RiskRuntime
 asset type's threshold, then one :class:`~cloud.risk.models.RiskScore` row per window end
 (a window already scored is not scored again). Every step is idempotent and a window is
 done only once its score is stored, so a scorer killed midway loses nothing but time.
+
+The history is bounded: once an hour each scorer deletes its partition's scores older than
+``history_days`` (90) and its alerts older than ``alert_history_days`` (730), a few
+thousand rows per transaction (:meth:`RiskScorer.prune`).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from prometheus_client import Counter, Histogram
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -43,13 +47,14 @@ from cloud.risk.models import RiskRequest, RiskScore
 from cloud.tsdb.base import FeatureRow, TimeSeriesStore
 from cloud.workorders.catalogue import ALARM_PREFIX
 from cloud.workorders.models import Source
-from cloud.workorders.service import OrderPolicy, Trigger, TriggerResult, trigger
+from cloud.workorders.service import OrderPolicy, Trigger, TriggerResult, trigger, trigger_many
 from models.runtime import Assessment, DeviceHistory, RiskRuntime
 
 log = logging.getLogger(__name__)
 
 SCORED = Counter("edgewatch_risk_scored_total", "Device assessments", ["asset_type", "result"])
 TRIGGERS = Counter("edgewatch_workorder_triggers_total", "Work-order triggers", ["outcome"])
+PRUNED = Counter("edgewatch_risk_scores_pruned_total", "Risk scores deleted as too old")
 PASS_SECONDS = Histogram("edgewatch_risk_pass_seconds", "Duration of a scorer pass", ["kind"])
 
 
@@ -65,10 +70,22 @@ class ScorerConfig:
     alarm_severities: frozenset[str] = frozenset({"critical", "major"})
     chunk: int = 256
     """Devices per database round and per model call in the scheduled pass."""
+    history_days: float = 90.0
+    """Risk scores older than this are deleted ..."""
+    alert_history_days: float = 730.0
+    """... except alerts (over their threshold), kept this long."""
+    prune_every_s: float = 3600.0
+    prune_rows: int = 5000
+    """Rows deleted per statement (short transactions on a large table)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.partition < self.partitions:
             raise ValueError(f"partition {self.partition} is not in [0, {self.partitions})")
+        if self.alert_history_days < self.history_days:
+            raise ValueError(
+                f"alert history ({self.alert_history_days:g} days) is shorter than the "
+                f"history ({self.history_days:g} days)"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,11 +374,18 @@ class RiskScorer:
         wanted = {r.device_id for r in requests}
         devices = {d.id: d for d in self.devices(wanted)}
         # A request's device exists (the foreign key cascades deletes); an alarm opens an
-        # order whether or not the device's asset type has a risk model.
-        for r in requests:
-            detail = r.detail or {}
-            if r.reason == "alarm" and str(detail.get("severity", "")) in cfg.alarm_severities:
-                stats.count(self._alarm(r.device_id, detail))
+        # order whether or not the device's asset type has a risk model. The alarms go
+        # through trigger_many: as many triggers in a row, sharing their round trips.
+        alarms = [
+            self._alarm_trigger(r.device_id, r.detail or {})
+            for r in requests
+            if r.reason == "alarm"
+            and str((r.detail or {}).get("severity", "")) in cfg.alarm_severities
+        ]
+        for result in trigger_many(self.sessions, alarms, self.orders, now=self._now()):
+            if isinstance(result, CloudError):
+                raise result
+            stats.count(result)
         self.score([devices[d] for d in sorted(wanted) if d in devices], stats)
         with self.sessions.begin() as session:
             session.execute(delete(RiskRequest).where(RiskRequest.id.in_([r.id for r in requests])))
@@ -369,7 +393,34 @@ class RiskScorer:
         PASS_SECONDS.labels("requests").observe(stats.seconds)
         return stats
 
-    def _alarm(self, device_id: str, detail: Mapping[str, Any]) -> TriggerResult:
+    def prune(self) -> int:
+        """Delete the partition's risk scores older than ``history_days`` (alerts: older
+        than ``alert_history_days``), a few thousand rows per transaction; how many."""
+        cfg = self.config
+        now = self._now()
+        old = RiskScore.ts < now - timedelta(days=cfg.history_days)
+        expired = or_(
+            RiskScore.alert.is_(False), RiskScore.ts < now - timedelta(days=cfg.alert_history_days)
+        )
+        rows = select(RiskScore.id).where(old, expired)
+        if cfg.partitions > 1:
+            mine = select(Site.id).where(Site.shard % cfg.partitions == cfg.partition)
+            rows = rows.where(RiskScore.site_id.in_(mine))
+        deleted = 0
+        while True:
+            with self.sessions.begin() as session:
+                ids = list(session.scalars(rows.limit(cfg.prune_rows)))
+                if ids:
+                    session.execute(delete(RiskScore).where(RiskScore.id.in_(ids)))
+            deleted += len(ids)
+            if len(ids) < cfg.prune_rows:
+                break
+        if deleted:
+            PRUNED.inc(deleted)
+            log.info("pruned %d risk scores of partition %d", deleted, cfg.partition)
+        return deleted
+
+    def _alarm_trigger(self, device_id: str, detail: Mapping[str, Any]) -> Trigger:
         name = str(detail.get("name", "")) or "unnamed"
         ts = detail.get("ts")
         at = datetime.fromtimestamp(float(ts), UTC) if isinstance(ts, int | float) else self._now()
@@ -381,15 +432,18 @@ class RiskScorer:
             evidence={"alarm": dict(detail)},
             note=f"local alarm {name} raised ({detail.get('severity', '')})",
         )
-        return trigger(self.sessions, t, self.orders, now=self._now())
+        return t
 
     def run(self, stop: threading.Event) -> None:
         """Request passes every ``poll_s`` and a scheduled pass every ``interval_s`` until
         ``stop`` is set; a store or database outage is logged and retried next round (the
         scheduled pass too: it is due again until one completes)."""
-        next_full = 0.0
+        next_full = next_prune = 0.0
         while not stop.is_set():
             try:
+                if time.monotonic() >= next_prune:
+                    self.prune()
+                    next_prune = time.monotonic() + self.config.prune_every_s
                 if time.monotonic() >= next_full:
                     stats = self.scheduled_pass()
                     next_full = time.monotonic() + self.config.interval_s
@@ -417,6 +471,8 @@ def config_from(settings: Any, partition: int = 0, partitions: int = 1) -> Score
         baseline_days=settings.scorer_baseline_days,
         thresholds=dict(settings.risk_thresholds),
         alarm_severities=frozenset(settings.workorder_alarm_severities),
+        history_days=settings.risk_history_days,
+        alert_history_days=settings.risk_alert_history_days,
     )
 
 

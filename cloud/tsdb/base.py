@@ -42,6 +42,12 @@ Features
     appears in a :class:`FeatureRow`. A window holding none of the features asked for is
     left out of :meth:`TimeSeriesStore.feature_history`.
 
+Alarms
+    An ``alarm`` point is one event of a controller's local alarm: its ``name`` tag says
+    which alarm, its fields the ``state`` (``"raised"`` or ``"cleared"``), the
+    ``severity``, and optionally the ``value`` that tripped it and a ``detail`` text.
+    :meth:`TimeSeriesStore.alarms` gives them as :class:`AlarmEvent` (:func:`alarm_event`).
+
 Intervals
     :meth:`TimeSeriesStore.energy` and :meth:`TimeSeriesStore.site_rollup` report whole
     intervals aligned to multiples of ``interval_s`` since the epoch: ``start`` is rounded
@@ -184,6 +190,25 @@ class Latest:
 
 
 @dataclass(frozen=True, slots=True)
+class AlarmEvent:
+    """One event of a device's local alarm: raised or cleared."""
+
+    ts: float
+    """When the controller reported it (seconds since the epoch)."""
+    name: str
+    """The point's ``name`` tag (a ``name`` text field where it has no such tag; ``""``
+    when it has neither)."""
+    state: str
+    """``"raised"`` or ``"cleared"`` as reported (``""`` when the point has no state)."""
+    severity: str
+    """As reported (``""`` when the point has none)."""
+    value: float | None = None
+    """The reading that tripped the alarm, when the point has a numeric ``value``."""
+    detail: str | None = None
+    """The point's ``detail`` field, when it has one."""
+
+
+@dataclass(frozen=True, slots=True)
 class EnergyInterval:
     """What one counter of one device advanced by in ``[start, start + interval)``.
 
@@ -263,6 +288,15 @@ class TimeSeriesStore(abc.ABC):
     @abc.abstractmethod
     def latest(self, device: str) -> dict[str, Latest]:
         """The newest point of each measurement stored for ``device``, by measurement."""
+
+    @abc.abstractmethod
+    def alarms(
+        self, device: str, start: float, end: float, *, limit: int | None = 200
+    ) -> list[AlarmEvent]:
+        """The ``alarm`` points of ``device`` with ``start <= ts < end``, newest first; the
+        newest ``limit`` of them (all when ``limit`` is ``None``).
+
+        Events of the same time are ordered by their tags (:func:`series_key`)."""
 
     @abc.abstractmethod
     def energy(
@@ -351,6 +385,20 @@ def to_ns(seconds: float) -> int:
     """Seconds since the epoch → integer nanoseconds, without float rounding of the whole part."""
     whole = math.floor(seconds)
     return int(whole) * NS_PER_S + round((seconds - whole) * NS_PER_S)
+
+
+def alarm_event(ts_ns: int, tags: Mapping[str, str], fields: Mapping[str, object]) -> AlarmEvent:
+    """An ``alarm`` point's time, tags and fields as an :class:`AlarmEvent`."""
+    name = tags.get("name") or fields.get("name")
+    detail = fields.get("detail")
+    return AlarmEvent(
+        ts=ts_ns / NS_PER_S,
+        name=name if isinstance(name, str) else "",
+        state=str(fields.get("state", "")),
+        severity=str(fields.get("severity", "")),
+        value=numeric(fields.get("value")),
+        detail=None if detail is None else str(detail),
+    )
 
 
 def check_device(device: str) -> None:

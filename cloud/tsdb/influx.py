@@ -13,8 +13,9 @@ Authentication is a token (``Authorization: Token <token>``: 2.x, 3.x) or a user
 and password (HTTP basic auth: 1.x; 2.x and 3.x take a token as the password).
 
 Errors are translated here: no answer, a timeout, HTTP 5xx and 429 raise
-:class:`~cloud.errors.StoreUnavailable` (retry later); any other refusal (bad line
-protocol, unknown database, bad credentials, a partial write) raises
+:class:`~cloud.errors.StoreUnavailable` (retry later), and so do refused credentials and
+an unknown database or bucket (a deployment fault: ingest holds its acks until it is
+fixed); a refusal of the points (bad line protocol, a partial write) raises
 :class:`~cloud.errors.StoreError` with InfluxDB's message.
 
 Schema (``manage_schema``, InfluxDB 1.x only)
@@ -67,6 +68,7 @@ from cloud.tsdb.base import (
     MEASUREMENTS,
     NS_PER_S,
     TENANT_TAGS,
+    AlarmEvent,
     DeviceKey,
     EnergyInterval,
     FeatureRow,
@@ -77,6 +79,7 @@ from cloud.tsdb.base import (
     SiteRollup,
     StoreStats,
     TimeSeriesStore,
+    alarm_event,
     check_device,
     check_limit,
     energy_intervals,
@@ -326,16 +329,28 @@ def _error_message(resp: httpx.Response) -> str:
 
 
 def _status_error(resp: httpx.Response, what: str) -> StoreError:
-    """The exception for a refused request: retry-later for 5xx/429, refusal otherwise."""
+    """The exception for a refused request: retry-later for 5xx/429 and for what is wrong
+    with the deployment rather than the points (credentials, a database or bucket that does
+    not exist: fixed by an operator, after which the same write succeeds); refusal
+    otherwise. Ingest rejects the points of a refused write for good, so only a refusal of
+    the points themselves may be one."""
     status, message = resp.status_code, _error_message(resp)
     if status >= 500 or status == 429:
         return StoreUnavailable(f"InfluxDB could not take {what} now (HTTP {status}): {message}")
+    if status in (401, 403):
+        return StoreUnavailable(
+            f"InfluxDB refused the credentials for {what} (HTTP {status}): {message}; "
+            "check EDGEWATCH_CLOUD_INFLUX_TOKEN / _USERNAME / _PASSWORD"
+        )
+    if status == 404:
+        return StoreUnavailable(
+            f"InfluxDB has no such database or bucket for {what} (HTTP 404): {message}; "
+            "create it (or its DBRP mapping) or fix EDGEWATCH_CLOUD_INFLUX_DATABASE"
+        )
     if status == 422 or "partial write" in message:
         return StoreError(
             f"InfluxDB stored only part of {what} (HTTP {status}, partial write): {message}"
         )
-    if status in (401, 403):
-        return StoreError(f"InfluxDB refused the credentials for {what} (HTTP {status}): {message}")
     return StoreError(f"InfluxDB refused {what} (HTTP {status}): {message}")
 
 
@@ -645,6 +660,28 @@ class InfluxStore(TimeSeriesStore):
                 }
                 out[measurement] = Latest(ts / NS_PER_S, normalise_tags(series.tags), fields)
         return out
+
+    def alarms(
+        self, device: str, start: float, end: float, *, limit: int | None = 200
+    ) -> list[AlarmEvent]:
+        check_device(device)
+        check_limit(limit)
+        if limit == 0:
+            return []
+        self.ensure_schema()
+        where = [tag_is("device", device), time_range(to_ns(start), to_ns(end))]
+        # With a limit, each series (alarm name) gives its newest rows: these hold the
+        # newest overall.
+        tail = "ORDER BY time DESC" + ("" if limit is None else f" LIMIT {int(limit)}")
+        influxql = select("*", '"alarm"', where, group_by="*", tail=tail)
+        rows: list[tuple[int, str, AlarmEvent]] = []
+        for series in self.query(influxql, what="alarms").get(0, []):
+            key = series_key(series.tags)
+            for ts, values in series.rows():
+                if values:
+                    rows.append((ts, key, alarm_event(ts, series.tags, values)))
+        rows.sort(key=lambda r: (-r[0], r[1]))
+        return [event for _, _, event in rows[:limit]]
 
     def energy(
         self,

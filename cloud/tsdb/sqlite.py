@@ -33,6 +33,7 @@ from cloud.tsdb.base import (
     ENERGY_COUNTER,
     MEASUREMENTS,
     NS_PER_S,
+    AlarmEvent,
     DeviceKey,
     EnergyInterval,
     FeatureRow,
@@ -43,6 +44,7 @@ from cloud.tsdb.base import (
     SiteRollup,
     StoreStats,
     TimeSeriesStore,
+    alarm_event,
     check_device,
     check_limit,
     energy_intervals,
@@ -254,6 +256,23 @@ class SQLiteStore(TimeSeriesStore):
                         ts_ns / NS_PER_S, normalise_tags(json.loads(series)), fields
                     )
         return out
+
+    def alarms(
+        self, device: str, start: float, end: float, *, limit: int | None = 200
+    ) -> list[AlarmEvent]:
+        check_device(device)
+        check_limit(limit)
+        with self._conn("reading alarms") as db:
+            cursor = db.execute(
+                "SELECT ts_ns, series, fields FROM points"
+                " WHERE device = ? AND measurement = 'alarm' AND ts_ns >= ? AND ts_ns < ?"
+                " ORDER BY ts_ns DESC, series LIMIT ?",  # LIMIT -1: no limit
+                (device, to_ns(start), to_ns(end), -1 if limit is None else limit),
+            )
+            return [
+                alarm_event(ts_ns, json.loads(series), json.loads(fields_json))
+                for ts_ns, series, fields_json in cursor
+            ]
 
     def energy(
         self,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from cloud.errors import CloudError, StoreError
 from cloud.registry import services
 from cloud.registry.models import Client, Device, DeviceEvent, Gateway, Site
 from cloud.risk.models import RiskScore
-from cloud.tsdb.base import Latest, SiteRollup, TimeSeriesStore
+from cloud.tsdb.base import AlarmEvent, Latest, SiteRollup, TimeSeriesStore
 from cloud.web.baseline import BaselineSource
 from cloud.web.charts import (
     DEFAULT_SPAN,
@@ -75,6 +76,8 @@ DUE_SOON: Final = timedelta(hours=4)
 MAX_CANDIDATE_SIGNALS: Final = 24
 EVENTS_SHOWN: Final = 100
 ALERTS_SHOWN: Final = 20
+ALARMS_SHOWN: Final = 200
+"""Alarm events the device page lists at most (the newest; it says when there were more)."""
 WARRANTY_WARNING_DAYS: Final = 60
 
 RISK_ELEVATED: Final = 0.2
@@ -156,6 +159,34 @@ class Readings:
             return None
 
 
+class Repeats:
+    """Failures that repeat on every request while they last, logged as the style guide
+    asks: the first of a run at WARNING, the repeats at DEBUG with their count. A success
+    ends the run, so the next failure warns again. Shared by every request (thread-safe);
+    remembers at most ``max_keys`` keys (beyond them, every failure warns)."""
+
+    def __init__(self, max_keys: int = 10_000) -> None:
+        self._runs: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._max_keys = max_keys
+
+    def failed(self, key: str) -> int:
+        """This failure's place in the run of ``key``'s failures (1: the first)."""
+        with self._lock:
+            n = self._runs.get(key, 0) + 1
+            if n > 1 or len(self._runs) < self._max_keys:
+                self._runs[key] = n
+            return n
+
+    def succeeded(self, key: str) -> None:
+        with self._lock:
+            self._runs.pop(key, None)
+
+
+NO_BASELINE: Final = Repeats()
+"""Sites whose baseline is unavailable (one warning per site until it is available again)."""
+
+
 def _last_seen(latest: Mapping[str, Latest] | None) -> float | None:
     return max((row.ts for row in latest.values()), default=None) if latest else None
 
@@ -228,8 +259,14 @@ def _month(
     try:
         baseline = baselines.expected_kwh(site, start, end)
     except CloudError as exc:
-        log.warning("dashboard: no baseline for site %s: %s", site.id, exc)
+        n = NO_BASELINE.failed(site.id)
+        if n == 1:
+            log.warning("dashboard: no baseline for site %s: %s", site.id, exc)
+        else:
+            log.debug("dashboard: still no baseline for site %s (%d times): %s", site.id, n, exc)
         baseline, unavailable = None, True
+    else:
+        NO_BASELINE.succeeded(site.id)
     label = f"{start:%B %Y}"
     return EnergyMonth(label, start, end, kwh, baseline, unavailable), rows
 
@@ -533,6 +570,10 @@ class AlarmInfo:
     value: float | None = None
     detail: str | None = None
 
+    @classmethod
+    def of(cls, event: AlarmEvent) -> AlarmInfo:
+        return cls(event.name, event.state, event.severity, event.ts, event.value, event.detail)
+
 
 @dataclass(frozen=True, slots=True)
 class Warranty:
@@ -568,6 +609,11 @@ class DeviceView:
     alerts: list[RiskScore]
     """Assessments in the window that raised an alert, newest first."""
     last_alarm: AlarmInfo | None
+    alarm_history: list[AlarmInfo] | None
+    """Alarm events in the window, newest first, at most :data:`ALARMS_SHOWN`; None: the
+    store did not answer."""
+    alarms_capped: bool
+    """There were more events in the window than :data:`ALARMS_SHOWN`."""
     orders: list[WorkOrder]
     events: list[DeviceEvent]
     last_seen: float | None
@@ -679,6 +725,11 @@ def device_view(
             else None,
             detail=str(alarm.fields["detail"]) if "detail" in alarm.fields else None,
         )
+    found = readings.call(
+        f"reading the alarms of device {device.id}",
+        lambda: store.alarms(device.id, start, end, limit=ALARMS_SHOWN + 1),
+    )
+    alarm_history = None if found is None else [AlarmInfo.of(e) for e in found[:ALARMS_SHOWN]]
     orders = _orders(session, p, OrderFilter(device_id=device.id))
     events = services.list_device_events(session, p, device.id, limit=EVENTS_SHOWN)
     return DeviceView(
@@ -695,6 +746,8 @@ def device_view(
         risk_points=len(history),
         alerts=alerts,
         last_alarm=last_alarm,
+        alarm_history=alarm_history,
+        alarms_capped=found is not None and len(found) > ALARMS_SHOWN,
         orders=orders,
         events=events,
         last_seen=_last_seen(latest),

@@ -294,8 +294,11 @@ class OutboxMessage(Base):
     __tablename__ = "outbox"
     __table_args__ = (
         Index(None, "state", "next_attempt_at"),
+        Index(None, "state", "id"),
         Index(None, "work_order_id", "desk_id", "id"),
     )
+    """``(state, id)``: a delivery worker's claim walks the pending messages in id order
+    (without it, past every delivered one, or all pending ones sorted, each time)."""
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     work_order_id: Mapped[str] = mapped_column(ForeignKey("work_orders.id", ondelete="CASCADE"))

@@ -61,6 +61,7 @@ from cloud.reports.collect import Options, collect  # noqa: E402
 from cloud.reports.period import Month  # noqa: E402
 from cloud.reports.render import csv_zip, to_html, to_json, to_pdf  # noqa: E402
 from cloud.tsdb.base import (  # noqa: E402
+    AlarmEvent,
     EnergyInterval,
     FeatureRow,
     Latest,
@@ -137,6 +138,11 @@ class TimedStore(TimeSeriesStore):
 
     def latest(self, device: str) -> dict[str, Latest]:
         return self.inner.latest(device)
+
+    def alarms(
+        self, device: str, start: float, end: float, *, limit: int | None = 200
+    ) -> list[AlarmEvent]:
+        return self.inner.alarms(device, start, end, limit=limit)
 
     def energy(
         self, device: str, start: float, end: float, interval_s: int, **kw: Any

@@ -99,6 +99,7 @@ from cloud.risk.scorer import (  # noqa: E402
 )
 from cloud.settings import DEFAULT_MODELS_DIR, Settings  # noqa: E402
 from cloud.tsdb.base import (  # noqa: E402
+    AlarmEvent,
     EnergyInterval,
     FeatureRow,
     Latest,
@@ -187,6 +188,11 @@ class TimedStore(TimeSeriesStore):
 
     def latest(self, device: str) -> dict[str, Latest]:
         return self.inner.latest(device)
+
+    def alarms(
+        self, device: str, start: float, end: float, *, limit: int | None = 200
+    ) -> list[AlarmEvent]:
+        return self.inner.alarms(device, start, end, limit=limit)
 
     def energy(
         self, device: str, start: float, end: float, interval_s: int

@@ -23,6 +23,10 @@ it) and lease, timeout and age limit from :class:`cloud.settings.Settings`.
 2. burst: the workers stopped, ``--burst`` orders opened, then the workers started: the
    time until the desk has received every create request, i.e. deliveries per second at
    saturation (and the burst's triggers per second).
+3. batch: the same again, the orders opened by one
+   :func:`cloud.workorders.service.trigger_many` call (what the scorer's request pass
+   uses for alarms: the triggers share their round trips) instead of one ``trigger``
+   each.
 
 Checks that every order reached the desk exactly once. Everything (the registry, the
 desk, the workers, the triggering thread) shares this machine's cores. Prints the
@@ -68,7 +72,13 @@ from cloud.db import make_engine, make_sessionmaker, migrate  # noqa: E402
 from cloud.delivery.worker import DeliveryWorker  # noqa: E402
 from cloud.settings import Settings  # noqa: E402
 from cloud.workorders.models import DeliveryState, Desk, OutboxMessage, Source  # noqa: E402
-from cloud.workorders.service import OrderPolicy, Trigger, trigger  # noqa: E402
+from cloud.workorders.service import (  # noqa: E402
+    OrderPolicy,
+    Trigger,
+    TriggerResult,
+    trigger,
+    trigger_many,
+)
 
 RESULTS = HERE / "results"
 IDLE_S: float = inspect.signature(DeliveryWorker.run).parameters["idle_s"].default
@@ -176,30 +186,43 @@ class Workers:
 # ---- triggers --------------------------------------------------------------------------------
 
 
+def risk_trigger(device: str, now: datetime) -> Trigger:
+    return Trigger(
+        device_id=device,
+        fault=FAULT,
+        source=Source.RISK,
+        at=now,
+        p24=0.2,
+        p72=0.7,
+        threshold=0.3,
+        health=30,
+    )
+
+
+def opened(device: str, result: object) -> str:
+    if not isinstance(result, TriggerResult) or result.outcome != "opened":
+        raise RuntimeError(f"device {device}: the trigger did not open an order ({result})")
+    assert result.order_id is not None
+    return result.order_id
+
+
 def fire(sessions: sessionmaker[Session], device: str) -> tuple[str, float, float]:
     """Open an order for ``device`` through the scorer's entry point; ``(order id, monotonic
     time before the call, monotonic time after its commit)``."""
     before = time.monotonic()
     now = datetime.now(UTC)
-    result = trigger(
-        sessions,
-        Trigger(
-            device_id=device,
-            fault=FAULT,
-            source=Source.RISK,
-            at=now,
-            p24=0.2,
-            p72=0.7,
-            threshold=0.3,
-            health=30,
-        ),
-        OrderPolicy(),
-        now=now,
-    )
+    result = trigger(sessions, risk_trigger(device, now), OrderPolicy(), now=now)
     committed = time.monotonic()
-    if result.outcome != "opened" or result.order_id is None:
-        raise RuntimeError(f"device {device}: the trigger did not open an order ({result})")
-    return result.order_id, before, committed
+    return opened(device, result), before, committed
+
+
+def fire_many(sessions: sessionmaker[Session], devices: list[str]) -> dict[str, float]:
+    """Open an order for each of ``devices`` with one :func:`trigger_many` call; the
+    monotonic time after its last commit, per order id."""
+    now = datetime.now(UTC)
+    results = trigger_many(sessions, [risk_trigger(d, now) for d in devices], OrderPolicy(), now)
+    committed = time.monotonic()
+    return {opened(d, r): committed for d, r in zip(devices, results, strict=True)}
 
 
 def ms_quantiles(seconds: list[float]) -> dict[str, float]:
@@ -251,10 +274,16 @@ def burst(
     workers: Workers,
     devices: list[str],
     timeout_s: float,
+    *,
+    many: bool = False,
 ) -> dict[str, Any]:
-    """``len(devices)`` orders opened with the workers stopped, then delivered."""
+    """``len(devices)`` orders opened with the workers stopped (one :func:`trigger` each,
+    or ``many``: one :func:`trigger_many` for all), then delivered."""
     started = time.monotonic()
-    fired = {order: committed for order, _, committed in (fire(sessions, d) for d in devices)}
+    if many:
+        fired = fire_many(sessions, devices)
+    else:
+        fired = {order: committed for order, _, committed in (fire(sessions, d) for d in devices)}
     triggers_s = time.monotonic() - started
     begin = time.monotonic()
     workers.start()
@@ -314,8 +343,8 @@ def main() -> int:
         desk = open_desk(args.desk)
         workers = Workers(sessions, args.workers, settings, args.idle_s)
         try:
-            print(f"seeding {steady_n + args.burst} devices ...", flush=True)
-            world = seed(sessions, devices=steady_n + args.burst, desk_url=desk.url)
+            print(f"seeding {steady_n + 2 * args.burst} devices ...", flush=True)
+            world = seed(sessions, devices=steady_n + 2 * args.burst, desk_url=desk.url)
             point_desk(sessions, world.desks[0], args.desk, desk.url)
             backend = engine.dialect.name
             version = server_version(sessions)
@@ -338,16 +367,22 @@ def main() -> int:
                 flush=True,
             )
             bu: dict[str, Any] | None = None
+            bm: dict[str, Any] | None = None
             if args.burst:
-                bu = burst(sessions, desk, workers, world.devices[steady_n:], args.timeout_s)
+                ends = steady_n + args.burst
+                bu = burst(sessions, desk, workers, world.devices[steady_n:ends], args.timeout_s)
                 workers.stop()
-                print(
-                    f"burst {bu['orders']} orders (opened at {bu['triggers_per_s']:g}/s): "
-                    f"all at the desk {bu['seconds_to_deliver_all']:.2f} s after the workers "
-                    f"started, {bu['deliveries_per_s']:g} deliveries/s "
-                    f"({bu['delivered']} delivered, {bu['duplicate_creates']} duplicate creates)",
-                    flush=True,
-                )
+                bm = burst(sessions, desk, workers, world.devices[ends:], args.timeout_s, many=True)
+                workers.stop()
+                for label, b in (("burst", bu), ("batch", bm)):
+                    print(
+                        f"{label} {b['orders']} orders (opened at {b['triggers_per_s']:g}/s): "
+                        f"all at the desk {b['seconds_to_deliver_all']:.2f} s after the "
+                        f"workers started, {b['deliveries_per_s']:g} deliveries/s "
+                        f"({b['delivered']} delivered, {b['duplicate_creates']} duplicate "
+                        "creates)",
+                        flush=True,
+                    )
             states = outbox_states(sessions)
         finally:
             workers.close()
@@ -363,6 +398,7 @@ def main() -> int:
         "registry": {"backend": backend, "version": version},
         "steady": st,
         "burst": bu,
+        "batch": bm,
         "outbox": states,
     }
     out = args.out or RESULTS / f"trigger_to_ticket_{backend}.json"

@@ -58,7 +58,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import _die_with_parent, _unavailable, log_tail
+from conftest import _unavailable, log_tail
 from soak.ledger import (
     IngestCounts,
     Journal,
@@ -84,7 +84,7 @@ from soak.stack import (
 from sqlalchemy import func, select
 from support.cloud_stub import free_port
 from support.pg_cluster import RESTART_MODES
-from support.processes import Process, ingest_worker, scrape
+from support.processes import Process, die_with_parent, ingest_worker, scrape
 
 from cloud.db import make_engine, make_sessionmaker
 from cloud.risk.models import RiskRequest
@@ -525,7 +525,7 @@ class AgentProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent(),
+                preexec_fn=die_with_parent(),
             )
 
     @property

@@ -268,6 +268,9 @@ class Completion:
     done: float
     records: int
     resends: int
+    gateway: str = ""
+    index: int = -1
+    """The batch's index in its gateway's :attr:`RecordStream.batches`."""
 
 
 @dataclass(slots=True)
@@ -396,7 +399,14 @@ class SimulatedGateways:
                     if flight.resolved >= batch.records:
                         del gw.inflight[index]
                         self.completions.append(
-                            Completion(flight.first_sent, now, batch.records, flight.resends)
+                            Completion(
+                                flight.first_sent,
+                                now,
+                                batch.records,
+                                flight.resends,
+                                gw.login.gateway,
+                                index,
+                            )
                         )
                 if touched:
                     self.cond.notify_all()
@@ -536,6 +546,12 @@ class SimulatedGateways:
                 g.login.gateway: {s for s, mark in enumerate(g.resolved) if mark == 1}
                 for g in self.gateways
             }
+
+    def completion_of(self) -> dict[tuple[str, int], Completion]:
+        """``(gateway, batch index)`` → how its batch was acknowledged (when first sent,
+        when completed, how often sent again)."""
+        with self.cond:
+            return {(c.gateway, c.index): c for c in self.completions}
 
     def published_records(self) -> int:
         with self.cond:

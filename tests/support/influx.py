@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from support.processes import die_with_parent
+
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
@@ -135,6 +137,7 @@ class RestartableInflux:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     cwd=self.workdir,
+                    preexec_fn=die_with_parent(),
                 )
             self.proc = proc
             while proc.poll() is None and time.monotonic() < deadline:

@@ -3,12 +3,34 @@ each with its output in a log file the test can show when something goes wrong."
 
 from __future__ import annotations
 
+import ctypes
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to SIGTERM the child when its parent dies, so a test
+    run killed without teardown (SIGKILL, an OOM kill) leaves no server or worker behind.
+
+    The kernel signals when the *thread* that started the child ends, so a child started
+    from another thread (which may end first) is left without it (None)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+
+    def set_pdeathsig() -> None:
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    return set_pdeathsig
 
 
 class Process:
@@ -21,7 +43,11 @@ class Process:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env
+                self.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                preexec_fn=die_with_parent(),
             )
 
     def kill(self) -> None:

@@ -20,11 +20,13 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from cloud.api.schemas import EXAMPLE_TECHNICIAN_ID
 from cloud.auth import Principal, create_api_key
 from cloud.db import make_engine, make_sessionmaker, migrate, session_scope
 from cloud.registry import services
+from cloud.registry.models import Client, Gateway, Site, SiteKind
 from cloud.risk.models import RiskScore
 from cloud.settings import Settings, load_settings
 from cloud.tsdb.base import Point, TimeSeriesStore
@@ -260,6 +262,23 @@ def seed_work_orders(world: World) -> World:
     finally:
         engine.dispose()
     return replace(world, tenants=tenants)
+
+
+def add_gateway(
+    session: Session, gateway_id: str, *, client: str = "Hotel group", site: str = "Dubai marina"
+) -> Gateway:
+    """A client with one hotel site and ``gateway_id`` on it (flushed): the least a
+    registry needs before devices and their records."""
+    c = Client(name=client)
+    session.add(c)
+    session.flush()
+    s = Site(client_id=c.id, name=site, kind=SiteKind.HOTEL)
+    session.add(s)
+    session.flush()
+    gateway = Gateway(id=gateway_id, site_id=s.id)
+    session.add(gateway)
+    session.flush()
+    return gateway
 
 
 def copy_sqlite(template: Path, target: Path) -> str:

@@ -107,18 +107,24 @@ def test_retention_policies_created_and_altered_as_configured(database: tuple[st
         again.close()
 
 
-def test_without_schema_management_an_unknown_database_is_refused(
+def test_without_schema_management_an_unknown_database_holds_writes_until_it_exists(
     database: tuple[str, str],
 ) -> None:
+    """A missing database is the deployment's fault, not the points': the write is
+    unavailable (ingest acknowledges nothing and retries) rather than refused (ingest
+    would reject the points and the gateways delete them). Once an operator creates
+    it, the same write goes through."""
     url, name = database
     store = InfluxStore(url, name, manage_schema=False)
     try:
-        with pytest.raises(StoreError, match="database not found") as info:
+        with pytest.raises(StoreUnavailable, match=r"no such database.*database not found"):
             store.write([score(T0, 0.5, False)])
-        assert not isinstance(info.value, StoreUnavailable)
         with pytest.raises(StoreError, match="database not found"):
             store.count("score")
         assert store.stats().write_errors == 1
+        store.query(f'CREATE DATABASE "{name}"', modify=True)
+        store.write([score(T0, 0.5, False)])
+        assert store.count("score") == 1
     finally:
         store.close()
 

@@ -12,7 +12,13 @@ No container engine runs here, so the files are checked, not run:
   with the real parser (``cloud.cli.build_parser``); every ``EDGEWATCH_CLOUD_*`` variable is
   a field of ``cloud.settings.Settings`` and the values each process gets validate; the
   probes' paths are routes of the real app and their ports the ones the API listens on;
-  selectors, names and references inside the manifests point at something that exists.
+  selectors, names and references inside the manifests point at something that exists;
+- the sizing: every container has CPU and memory requests and limits, the autoscalers scale
+  Deployments and the ingest one reaches the pod count ``docs/scale-out.md`` derives (read
+  from there), the PodDisruptionBudgets select the ingest, API and scorer pods, the scorer
+  runs one pod per partition and no autoscaler touches it, the kustomization builds (when
+  ``kubectl`` is installed), and the InfluxDB 3 column limit the deploy files tell the
+  operator to set holds the ``features`` table the code writes.
 
 The Mosquitto config itself runs on a real broker in
 ``tests/integration/cloud/test_mosquitto_deploy.py``.
@@ -25,6 +31,8 @@ import os
 import re
 import secrets
 import shlex
+import shutil
+import subprocess
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +47,7 @@ import yaml
 from dotenv import dotenv_values
 from fastapi.routing import APIRoute, iter_route_contexts
 
+from cloud.api.broker import KEY_HEADER, EmqxLogin
 from cloud.app import create_app
 from cloud.cli import _partition, build_parser
 from cloud.errors import ConfigError
@@ -58,6 +67,8 @@ WORKLOADS = {"Deployment", "StatefulSet", "Job"}
 ENV_NAME = re.compile(r"\bEDGEWATCH_CLOUD_[A-Z0-9_]+\b")
 INTERPOLATION = re.compile(r"\$\{[A-Z0-9_]+(?::?[-?][^}]*)?\}")
 POD_INDEX = "$(POD_INDEX)"
+PLACEHOLDER = "REPLACE-ME"
+"""What the deployment files hold where the operator must put a secret."""
 REFUSED_KEY = "secret_key: the development placeholder or a key shorter than 32"
 
 
@@ -370,8 +381,14 @@ def test_each_compose_cloud_service_gets_valid_settings(
 
 
 def _k8s_env(secret_key: str) -> dict[str, str]:
+    """What a cloud pod gets from the ConfigMap and the Secret, with ``secret_key`` as the
+    signing key and every other placeholder of the Secret filled in, as an operator does
+    before deploying (the settings refuse a value still holding ``REPLACE-ME``)."""
     config = named("ConfigMap", "edgewatch-cloud").obj["data"]
-    secret = named("Secret", "edgewatch-cloud").obj["stringData"]
+    secret = {
+        key: value.replace(PLACEHOLDER, secrets.token_urlsafe(24))
+        for key, value in named("Secret", "edgewatch-cloud").obj["stringData"].items()
+    }
     return {**config, **secret, "EDGEWATCH_CLOUD_SECRET_KEY": secret_key}
 
 
@@ -441,6 +458,33 @@ def test_the_probed_paths_are_routes_of_the_real_api(
     assert probed <= routes
 
 
+def test_the_emqx_authenticator_in_the_readme_calls_the_real_endpoint(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    """The HOCON an operator copies names the API's Service, the route, its key header
+    and the body fields the route reads."""
+    text = DEPLOY_README.read_text()
+    block = text[text.index("```hocon") : text.index("```", text.index("```hocon") + 8)]
+    url = urlsplit(re.search(r'url = "([^"]+)"', block)[1])  # type: ignore[index]
+    service = named("Service", "edgewatch-api").obj
+    namespace = yaml.safe_load((ROOT / "deploy" / "k8s" / "kustomization.yaml").read_text())
+    assert url.hostname == f"{service['metadata']['name']}.{namespace['namespace']}.svc"
+    assert url.port in (None, service["spec"]["ports"][0]["port"])
+    app = create_app(
+        Settings(database_url=f"sqlite:///{tmp_path / 'r.db'}", tsdb_sqlite_path=tmp_path / "t")
+    )
+    posts = {
+        ctx.path: ctx.original_route
+        for ctx in iter_route_contexts(app.routes)
+        if isinstance(ctx.original_route, APIRoute) and "POST" in (ctx.methods or ())
+    }
+    route = posts[url.path]
+    assert f'"{KEY_HEADER}" = "{PLACEHOLDER}"' in block
+    fields = set(re.findall(r"^\s+(\w+) = \"\$\{\w+\}\"", block, re.MULTILINE))
+    assert fields == set(EmqxLogin.model_fields)
+    assert route.endpoint.__module__ == "cloud.api.broker"
+
+
 # ---- references inside the manifests -----------------------------------------------------------
 
 
@@ -488,7 +532,198 @@ def test_the_secret_holds_only_placeholders() -> None:
     secret = named("Secret", "edgewatch-cloud").obj
     assert "data" not in secret
     for key, value in secret["stringData"].items():
-        assert "REPLACE-ME" in value, key
+        assert PLACEHOLDER in value, key
+
+
+# ---- sizing ------------------------------------------------------------------------------------
+
+SCALE_OUT = ROOT / "docs" / "scale-out.md"
+DEPLOY_README = ROOT / "deploy" / "README.md"
+QUANTITY = re.compile(r"(\d+(?:\.\d+)?)(m|[KMGT]i|[kMGT])?")
+SCALES = {None: 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+SCALES |= {f"{p}i": 1024.0**n for n, p in enumerate("KMGT", 1)}
+
+
+def quantity(value: str | int | float) -> float:
+    """A Kubernetes resource quantity (``250m``, ``"1"``, ``512Mi``) as a number."""
+    m = QUANTITY.fullmatch(str(value))
+    assert m is not None, f"not a quantity this test reads: {value!r}"
+    return float(m.group(1)) * SCALES[m.group(2)]
+
+
+def from_scale_out(pattern: str) -> str:
+    """The one match of ``pattern`` in docs/scale-out.md (its first group): the figures the
+    manifests are sized from are read from there, not repeated here."""
+    found = re.findall(pattern, SCALE_OUT.read_text())
+    assert len(found) == 1, f"docs/scale-out.md: {len(found)} matches of {pattern!r}"
+    return str(found[0])
+
+
+def workload_of(ref: dict[str, Any]) -> Manifest:
+    assert ref["apiVersion"] == "apps/v1", ref
+    return named(ref["kind"], ref["name"])
+
+
+def pods_selected(selector: dict[str, Any]) -> list[Manifest]:
+    labels = selector["matchLabels"]
+    assert set(selector) == {"matchLabels"}, selector
+    return [m for m in by_kind(*WORKLOADS) if labels.items() <= pod_labels(m).items()]
+
+
+def pod_labels(m: Manifest) -> dict[str, str]:
+    labels: dict[str, str] = pod_template(m)["metadata"]["labels"]
+    return labels
+
+
+def scorer_partitions() -> int:
+    (arg,) = (a for a in container("StatefulSet", "edgewatch-scorer")["args"] if POD_INDEX in a)
+    index, n = arg.split("/")
+    assert index == POD_INDEX, arg
+    return int(n)
+
+
+def test_every_container_requests_and_is_limited_in_cpu_and_memory() -> None:
+    containers = [
+        (m, c)
+        for m in by_kind(*WORKLOADS)
+        for c in pod_template(m)["spec"].get("initContainers", [])
+        + pod_template(m)["spec"]["containers"]
+    ]
+    assert len(containers) >= len(by_kind(*WORKLOADS))
+    for m, c in containers:
+        resources = c["resources"]
+        for resource in ("cpu", "memory"):
+            request = quantity(resources["requests"][resource])
+            limit = quantity(resources["limits"][resource])
+            assert 0 < request <= limit, (str(m), c["name"], resource)
+
+
+def test_every_autoscaler_scales_a_deployment_on_the_cpu_it_requests() -> None:
+    autoscalers = by_kind("HorizontalPodAutoscaler")
+    assert {m.name for m in autoscalers} == {"edgewatch-ingest", "edgewatch-api"}
+    for m in autoscalers:
+        spec = m.obj["spec"]
+        target = workload_of(spec["scaleTargetRef"])
+        assert target.kind == "Deployment", m
+        assert target.obj["spec"]["replicas"] == spec["minReplicas"], m
+        assert 1 <= spec["minReplicas"] < spec["maxReplicas"], m
+        assert [x["resource"]["name"] for x in spec["metrics"]] == ["cpu"], m
+        assert spec["metrics"][0]["resource"]["target"]["type"] == "Utilization", m
+        for c in pod_template(target)["spec"]["containers"]:
+            assert quantity(c["resources"]["requests"]["cpu"]) > 0, m
+
+
+def test_the_ingest_autoscaler_covers_the_fleet_that_docs_scale_out_sizes() -> None:
+    pods = int(from_scale_out(r"\*\*(\d+) ingest pods with a 1-CPU request\*\*"))
+    utilisation = int(from_scale_out(r"at the autoscaler's (\d+) % utilisation target"))
+    hpa = named("HorizontalPodAutoscaler", "edgewatch-ingest").obj["spec"]
+    assert workload_of(hpa["scaleTargetRef"]).name == "edgewatch-ingest"
+    assert hpa["maxReplicas"] >= pods
+    assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == utilisation
+    resources = container("Deployment", "edgewatch-ingest")["resources"]
+    assert quantity(resources["requests"]["cpu"]) == 1  # the doc's "1-CPU request"
+    ingest = container("Deployment", "edgewatch-ingest")
+    assert parse(ingest["args"], "ingest").workers == 1, "one worker a pod: 1 CPU a worker"
+
+
+def test_ingest_the_api_and_the_scorer_have_disruption_budgets_that_select_their_pods() -> None:
+    budgets = {}
+    for m in by_kind("PodDisruptionBudget"):
+        (selected,) = pods_selected(m.obj["spec"]["selector"])
+        budgets[(selected.kind, selected.name)] = m.obj["spec"]
+    assert set(budgets) == {
+        ("Deployment", "edgewatch-ingest"),
+        ("Deployment", "edgewatch-api"),
+        ("StatefulSet", "edgewatch-scorer"),
+    }
+    for spec in budgets.values():
+        assert set(spec) == {"maxUnavailable", "selector"}, spec
+        assert spec["maxUnavailable"] not in (0, "0%"), "a budget that blocks every drain"
+    assert budgets[("StatefulSet", "edgewatch-scorer")]["maxUnavailable"] == 1
+
+
+def test_the_scorer_runs_one_pod_per_partition_and_is_not_autoscaled() -> None:
+    scorer = named("StatefulSet", "edgewatch-scorer").obj["spec"]
+    assert scorer["replicas"] == scorer_partitions()
+    assert 1024 % scorer_partitions() == 0, "N divides the 1,024 site shards evenly"
+    targets = {
+        (m.obj["spec"]["scaleTargetRef"]["kind"], m.obj["spec"]["scaleTargetRef"]["name"])
+        for m in by_kind("HorizontalPodAutoscaler")
+    }
+    assert ("StatefulSet", "edgewatch-scorer") not in targets
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_the_kustomization_builds_into_the_manifests_in_the_namespace() -> None:
+    built = subprocess.run(
+        ["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=120
+    )
+    assert built.returncode == 0, built.stderr
+    objects = [o for o in yaml.safe_load_all(built.stdout) if o]
+    assert sorted((o["kind"], o["metadata"]["name"]) for o in objects) == sorted(
+        (m.kind, m.name) for m in MANIFESTS
+    )
+    for o in objects:
+        if o["kind"] != "Namespace":
+            assert o["metadata"]["namespace"] == "edgewatch", o["metadata"]["name"]
+
+
+def _features_table_columns() -> set[str]:
+    """The columns of InfluxDB's ``features`` table that the gateways can make, found the
+    way ingest stores a record (:func:`cloud.ingest.records.to_point`): every point
+    feature of every shipped profile, the derived features of the anomaly models the agent
+    adds to a window it scores, the window fields, the tags, and ``time``."""
+    from types import SimpleNamespace
+
+    from cloud.ingest.records import to_point
+    from cloud.registry.refs import DeviceRef, GatewayInfo
+    from edge_agent.agent import point_feature_names
+    from edge_agent.models import MANIFEST_FILE
+    from edge_agent.profiles import builtin_profiles
+    from edge_agent.protocol import Record, RecordKind
+
+    names: set[str] = set()
+    for profile in builtin_profiles().values():
+        # The points a window holds (numbers; strings are no samples), as the doc's count.
+        window: Any = SimpleNamespace(
+            series={p.name: 0 for p in profile.points if p.type != "string"}
+        )
+        names.update(point_feature_names(window, profile))
+    manifests = sorted((ROOT / "models" / "artifacts").glob(f"*/{MANIFEST_FILE}"))
+    assert manifests
+    for path in manifests:
+        names.update(json.loads(path.read_text())["feature_names"])
+    body = {
+        "group": "fast",
+        "start": 1.7e9,
+        "end": 1.7e9 + 60,
+        "n_samples": 60,
+        "n_missing": 0,
+        "features": dict.fromkeys(sorted(names), 1.0),
+    }
+    record = Record(1, 1.7e9 + 60, RecordKind.FEATURES, "d1", body)
+    gateway = GatewayInfo("g", "c", "s", {"d1": DeviceRef("dev-1", "compressor")})
+    point = to_point(record, gateway, now=1.7e9 + 60, max_future_s=300)
+    assert point.measurement == "features"
+    return {*point.tags, *point.fields, "time"}
+
+
+def test_the_influxdb_column_limit_the_deploy_files_set_holds_the_features_table() -> None:
+    columns = len(_features_table_columns())
+    assert int(from_scale_out(r"= \*\*(\d+) columns\*\*")) == columns, "docs/scale-out.md"
+    assert f"`time`: {columns} columns" in DEPLOY_README.read_text(), "deploy/README.md"
+    assert f"gets {columns} columns" in (K8S / "config.yaml").read_text(), "config.yaml"
+    limits = {
+        (path.name, option): {int(v) for v in re.findall(rf"{option}[ =](\d+)", text)}
+        for path in (K8S / "config.yaml", DEPLOY_README, SCALE_OUT)
+        for text in [path.read_text()]
+        for option in ("--num-total-columns-per-table-limit", "--max-columns")
+    }
+    assert all(len(v) == 1 for v in limits.values()), limits
+    (limit,) = set.union(*limits.values())
+    assert limit >= columns
+    env = f"INFLUXDB3_NUM_TOTAL_COLUMNS_PER_TABLE_LIMIT={limit}"
+    assert env in DEPLOY_README.read_text() and env in (K8S / "config.yaml").read_text()
 
 
 # ---- compose's order and state -----------------------------------------------------------------

@@ -18,6 +18,8 @@ from cloud.settings import Settings
 from cloud.tsdb.sqlite import SQLiteStore
 
 Headers = dict[str, str]
+BROKER_KEY = "k" * 40
+"""What the MQTT cluster sends to ``/v1/broker/...`` (settings ``broker_auth_key``)."""
 
 
 @pytest.fixture
@@ -28,7 +30,13 @@ def api_settings(world: World, tmp_path: Path) -> Settings:
         seed_points(store, world)
     finally:
         store.close()
-    return settings_for(world.url, ts_path, secret_key="t" * 40, gateway_credential_grace_s=3600)
+    return settings_for(
+        world.url,
+        ts_path,
+        secret_key="t" * 40,
+        gateway_credential_grace_s=3600,
+        broker_auth_key=BROKER_KEY,
+    )
 
 
 @pytest.fixture

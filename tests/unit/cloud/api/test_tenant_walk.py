@@ -40,7 +40,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy import Engine, select, update
 from support.registry_world import NOW, PASSWORD, Tenant, World, seed_work_orders
 from support.report_world import seed_tenant_reports
-from unit.cloud.api.conftest import Headers, TestClient
+from unit.cloud.api.conftest import BROKER_KEY, Headers, TestClient
 
 from cloud.api.deps import CurrentPrincipal, SessionDep
 from cloud.api.schemas import DeviceOut
@@ -108,7 +108,7 @@ class Call:
     params: dict[str, str] = field(default_factory=dict)
     body: Any = None
     content_type: str | None = None
-    auth: str = "user"  # user | gateway | desk | public
+    auth: str = "user"  # user | gateway | desk | broker | public
     carried: set[str] = field(default_factory=set)
     """Values the request itself carries (a response may echo them)."""
 
@@ -168,6 +168,8 @@ def build_call(spec: dict[str, Any], route: Op, tenant: Tenant | None) -> Call:
         if "GatewaySecret" in security
         else "desk"
         if "DeskSignature" in security
+        else "broker"
+        if "BrokerKey" in security
         else "user"
         if security
         else "public"
@@ -248,6 +250,8 @@ class Caller:
             headers.update(self.login(user))
         if call.auth == "gateway" and gateway is not None:
             headers["Authorization"] = f"Bearer {gateway.gateway_secret}"
+        if call.auth == "broker":  # the MQTT cluster: not a tenant, it asks about any login
+            headers["X-EdgeWatch-Broker-Key"] = BROKER_KEY
         kwargs: dict[str, Any] = {"params": call.params, "headers": headers}
         if call.auth == "desk" and desk is not None:
             raw = json.dumps(call.body).encode()

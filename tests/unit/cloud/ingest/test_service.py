@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, sessionmaker
+from support.registry_world import add_gateway
 
 from cloud.ingest.directory import SqlDirectory, StaticDirectory
 from cloud.ingest.service import BatchRefused, IngestService
-from cloud.registry.models import Base, Client, Device, Gateway, Site, SiteKind
+from cloud.registry.models import Base, Client, Device
 from cloud.registry.refs import DeviceRef, GatewayInfo
 from cloud.settings import Settings
 from cloud.tsdb import TimeSeriesStore, open_store
@@ -122,13 +123,7 @@ def test_a_device_registered_a_moment_ago_is_accepted(
     Base.metadata.create_all(engine)
     sessions = sessionmaker(engine, expire_on_commit=False)
     with sessions.begin() as s:
-        client = Client(name="Hotel group")
-        s.add(client)
-        s.flush()
-        site = Site(client_id=client.id, name="Dubai marina", kind=SiteKind.HOTEL)
-        s.add(site)
-        s.flush()
-        s.add(Gateway(id="gw-1", site_id=site.id))
+        add_gateway(s, "gw-1")
         s.add(Device(gateway_id="gw-1", name="cc-1", asset_type="compressor"))
     directory = SqlDirectory(sessions, refresh_s=3600, min_reload_s=0)
     svc = service(store, directory)

@@ -3,25 +3,33 @@
 Found by the fault soak (``tests/soak``): a registry read failing during a PostgreSQL
 restart used to raise out of the worker's prepare thread and end it, leaving a process
 that still answered its metrics and held its broker session, but stored and acked nothing
-again. No broker is needed here: the worker's prepare step is driven directly.
+again. Now any unexpected error stops the worker (its process exits for the supervisor).
+A raised alarm whose request cannot be recorded is not acknowledged until it can be: the
+scorer opens alarm work orders from those requests only. No broker is needed here: the
+worker's prepare and store steps are driven directly.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
+from support.registry_world import add_gateway
 
 from cloud.db import make_engine, make_sessionmaker
 from cloud.errors import RegistryUnavailable
-from cloud.ingest.directory import SqlDirectory
+from cloud.ingest.directory import SqlDirectory, StaticDirectory
 from cloud.ingest.service import IngestService
 from cloud.ingest.worker import IngestWorker, _Message
+from cloud.registry.models import Base, Device
 from cloud.registry.refs import DeviceRef, GatewayInfo
+from cloud.risk.models import RiskRequest
+from cloud.risk.requests import RequestSink
 from cloud.settings import Settings
-from cloud.tsdb import TimeSeriesStore, open_store
+from cloud.tsdb import Point, TimeSeriesStore, open_store
 from edge_agent.protocol import Record, RecordKind, encode_batch, up_topic
 
 NOW = 1_750_000_000.0
@@ -92,3 +100,135 @@ def test_the_sql_directory_reports_an_unreachable_registry_as_unavailable(
             directory.lookup("gw-1")
     finally:
         engine.dispose()
+
+
+# ---- raised alarms and the registry -----------------------------------------------------
+
+
+def alarm(seq: int) -> Record:
+    body = {"name": "discharge_temp_high", "state": "raised", "severity": "major", "value": 118.5}
+    return Record(seq, NOW + seq, RecordKind.ALARM, "cc-1", body)
+
+
+def anomalous(seq: int) -> Record:
+    body = {"score": 3.2, "anomalous": True, "group": "fast", "model_id": "compressor-ae"}
+    return Record(seq, NOW + seq, RecordKind.SCORE, "cc-1", body)
+
+
+def energy(seq: int) -> Record:
+    return Record(seq, NOW + seq, RecordKind.ENERGY, "cc-1", {"values": {"energy": 1.0 + seq}})
+
+
+def build_registry(folder: Path, *, with_device: bool = True) -> None:
+    """A registry in ``folder`` with gw-1 and (unless told otherwise) its compressor dev-1,
+    built beside it and moved into place at once (an outage ending)."""
+    staging = folder.with_name(folder.name + "-staging")
+    staging.mkdir()
+    engine = make_engine(f"sqlite:///{staging / 'registry.db'}")
+    Base.metadata.create_all(engine)
+    with make_sessionmaker(engine).begin() as s:
+        add_gateway(s, "gw-1")
+        if with_device:
+            s.add(Device(id="dev-1", gateway_id="gw-1", name="cc-1", asset_type="compressor"))
+    engine.dispose()
+    staging.rename(folder)
+
+
+def sink_worker(store: TimeSeriesStore, folder: Path) -> tuple[IngestWorker, RequestSink]:
+    """A worker whose service records risk requests in the registry at ``folder``."""
+    sink = RequestSink(make_sessionmaker(make_engine(f"sqlite:///{folder / 'registry.db'}")))
+    service = IngestService(
+        store, StaticDirectory({"gw-1": GW}), clock=lambda: NOW + 60, notify=sink
+    )
+    w = IngestWorker(
+        Settings(), service, client_id="test-worker", retry_min_s=0.01, retry_max_s=0.04
+    )
+    return w, sink
+
+
+def requests_in(folder: Path) -> list[tuple[str, str, str]]:
+    engine = make_engine(f"sqlite:///{folder / 'registry.db'}")
+    try:
+        with make_sessionmaker(engine)() as s:
+            return [
+                (r.device_id, r.reason, str((r.detail or {}).get("name", "")))
+                for r in s.scalars(select(RiskRequest).order_by(RiskRequest.id))
+            ]
+    finally:
+        engine.dispose()
+
+
+def test_a_raised_alarm_is_acked_only_once_its_request_is_recorded(
+    tmp_path: Path, store: TimeSeriesStore
+) -> None:
+    folder = tmp_path / "registry"  # does not exist yet: the database is down
+    w, _ = sink_worker(store, folder)
+    prepared = w.service.prepare(encode_batch("gw-1", [alarm(1), energy(2)]), "gw-1")
+    threading.Timer(0.3, build_registry, args=(folder,)).start()
+    acks = w._commit([prepared])
+    assert acks is not None and acks[0].ranges == [(1, 2)]
+    assert w.counts["retries"] >= 2  # held while the registry was down
+    assert requests_in(folder) == [("dev-1", "alarm", "discharge_temp_high")]
+    assert store.count("alarm") == 1 and store.count("energy") == 1  # written again, once
+
+
+def test_a_worker_stopped_while_an_alarm_cannot_be_recorded_acks_nothing(
+    tmp_path: Path, store: TimeSeriesStore
+) -> None:
+    w, _ = sink_worker(store, tmp_path / "registry")
+    prepared = w.service.prepare(encode_batch("gw-1", [alarm(1)]), "gw-1")
+    threading.Timer(0.2, w._stopping.set).start()
+    assert w._commit([prepared]) is None  # the gateway keeps the alarm and sends it again
+
+
+def test_anomaly_requests_do_not_hold_the_ack_in_an_outage(
+    tmp_path: Path, store: TimeSeriesStore
+) -> None:
+    """The scheduled pass scores every device anyway: a lost anomaly request costs
+    minutes, not an order, so the batch is acknowledged."""
+    w, _ = sink_worker(store, tmp_path / "registry")
+    prepared = w.service.prepare(encode_batch("gw-1", [anomalous(1), energy(2)]), "gw-1")
+    acks = w._commit([prepared])
+    assert acks is not None and acks[0].ranges == [(1, 2)]
+    assert w.counts["retries"] == 0
+
+
+def test_an_alarm_of_a_device_deleted_meanwhile_does_not_block_the_gateway(
+    tmp_path: Path, store: TimeSeriesStore
+) -> None:
+    """The database refuses the request for good (no such device): retrying could never
+    succeed, so the batch is acknowledged and the request dropped (and counted)."""
+    folder = tmp_path / "registry"
+    build_registry(folder, with_device=False)
+    w, _ = sink_worker(store, folder)
+    prepared = w.service.prepare(encode_batch("gw-1", [alarm(1)]), "gw-1")
+    acks = w._commit([prepared])
+    assert acks is not None and acks[0].ranges == [(1, 1)]
+    assert w.counts["retries"] == 0 and requests_in(folder) == []
+
+
+def test_an_unexpected_error_stops_the_worker_instead_of_leaving_it_half_alive(
+    store: TimeSeriesStore,
+) -> None:
+    """A bug anywhere in the store path used to end the store thread alone: the process
+    lived on, held its broker session and stored nothing again."""
+
+    def broken_hook(_points: Sequence[Point]) -> None:
+        raise RuntimeError("a bug in a hook")
+
+    service = IngestService(
+        store, StaticDirectory({"gw-1": GW}), clock=lambda: NOW + 60, notify=broken_hook
+    )
+    w = IngestWorker(Settings(), service, client_id="test-worker")
+    for seq in range(1, 4):
+        w._queue.put(message(seq))
+    threads = [
+        threading.Thread(target=w._guarded, args=(w._run,)),
+        threading.Thread(target=w._guarded, args=(w._commit_loop,)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert not any(t.is_alive() for t in threads), "a worker thread outlived the failure"
+    assert w.failed.is_set() and w.counts["stored"] == 0

@@ -5,6 +5,7 @@ hour, as its schedule would, and the leak gets exactly one work order before it 
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -250,11 +251,24 @@ def test_requests_score_at_once_and_raise_alarm_orders(world: World) -> None:
     assert sc.request_pass().devices == 0
 
 
+def site_id_in(partition: int, partitions: int) -> str:
+    """A fresh site id whose shard falls in ``partition`` of ``partitions``."""
+    while True:
+        candidate = str(uuid.uuid4())
+        if site_shard(candidate) % partitions == partition:
+            return candidate
+
+
 def test_partitions_split_the_fleet_by_site(world: World) -> None:
     with world.sessions.begin() as s:
         client_id = s.scalars(select(Client.id)).one()
         for i in range(12):
-            site = Site(client_id=client_id, name=f"site {i}", kind=SiteKind.OFFICE)
+            # Ids chosen so that each partition gets sites (random ids left one empty
+            # about once in a dozen runs).
+            site = Site(
+                id=site_id_in(i % 3, 3), client_id=client_id, name=f"site {i}",
+                kind=SiteKind.OFFICE,
+            )  # fmt: skip
             s.add(site)
             s.flush()
             s.add(Gateway(id=f"gw-{i}", site_id=site.id))
@@ -293,3 +307,46 @@ def test_ingest_asks_for_anomalous_windows_and_raised_alarms() -> None:
     assert [(r["device_id"], r["reason"]) for r in rows] == [("d1", "anomaly"), ("d1", "alarm")]
     assert rows[1]["detail"]["name"] == "device_offline" and rows[0]["shard"] == site_shard("s")
     assert requests_of(points[:1]) == []
+
+
+def test_old_scores_are_pruned_alerts_kept_longer_and_only_in_the_own_partition(
+    world: World,
+) -> None:
+    now = START + 1000 * DAY
+    device = world.ids["cc-ok"]
+    with world.sessions() as s:
+        site_id = s.scalars(select(Site.id)).one()
+    ages = [(5, False), (89, True), (91, False), (92, False), (95, False), (400, True),
+            (729, True), (731, True), (900, False)]  # fmt: skip
+    with world.sessions.begin() as s:
+        s.execute(
+            insert(RiskScore),
+            [
+                {
+                    "device_id": device, "site_id": site_id,
+                    "ts": datetime.fromtimestamp(now - age * DAY, UTC),
+                    "p24": 0.1, "p72": 0.9 if alert else 0.1, "horizon_h": 72.0,
+                    "fault_type": "refrigerant_leak", "fault_probs": {}, "health": 50,
+                    "anomaly_score": None, "alert": alert, "top_signals": [], "model": "m",
+                }
+                for age, alert in ages
+            ],
+        )  # fmt: skip
+
+    def left() -> list[tuple[int, bool]]:
+        with world.sessions() as s:
+            rows = s.execute(select(RiskScore.ts, RiskScore.alert).order_by(RiskScore.ts))
+            return [(round((now - ts.replace(tzinfo=UTC).timestamp()) / DAY), a) for ts, a in rows]
+
+    other = (site_shard(site_id) + 1) % 2
+    assert scorer(world, [now], partition=other, partitions=2).prune() == 0
+    assert len(left()) == len(ages)
+    mine = scorer(world, [now], partition=site_shard(site_id) % 2, partitions=2, prune_rows=2)
+    assert mine.prune() == 5  # 91, 92, 95 and 900 days, and the alert of 731 days
+    assert left() == [(729, True), (400, True), (89, True), (5, False)]
+    assert mine.prune() == 0
+
+
+def test_alert_history_shorter_than_the_history_is_refused() -> None:
+    with pytest.raises(ValueError, match="alert history"):
+        ScorerConfig(history_days=90, alert_history_days=30)

@@ -10,7 +10,8 @@ a ``store`` fixture yielding a fresh, empty store; every test here then runs on 
 What it checks is the contract in ``cloud/tsdb/base.py``: writes and every query,
 idempotent rewrites (merge rule), isolation between devices, gateways, sites and tenants,
 interval alignment, the energy counter rule (gaps, resets), empty answers, the feature
-name filter and limit, names and values that need escaping, field types, counts.
+name filter and limit, alarm events (order, bounds, limit, fields), names and values that
+need escaping, field types, counts.
 
 Times are recent (days before now, aligned to a UTC day) so that InfluxDB's retention
 policies keep them.
@@ -25,6 +26,7 @@ from collections.abc import Mapping
 import pytest
 
 from cloud.tsdb.base import (
+    AlarmEvent,
     EnergyInterval,
     FeatureRow,
     FieldValue,
@@ -110,6 +112,27 @@ def alarm(ts: float, state: str, **tags: str) -> Point:
     return pt("alarm", ts, {"name": "high_temp", "state": state, "severity": "major"}, **tags)
 
 
+def alarm_ev(
+    ts: float,
+    name: str,
+    state: str,
+    severity: str = "major",
+    *,
+    value: FieldValue | None = None,
+    detail: str | None = None,
+    ts_ns: int | None = None,
+    **tags: str,
+) -> Point:
+    """An ``alarm`` point as ingest writes it: ``name`` a tag, ``value`` and ``detail``
+    fields only when given."""
+    fields: dict[str, FieldValue] = {"state": state, "severity": severity}
+    if value is not None:
+        fields["value"] = value
+    if detail is not None:
+        fields["detail"] = detail
+    return pt("alarm", ts, fields, ts_ns=ts_ns, name=name, **tags)
+
+
 def energy_pt(ts: float, counters: Mapping[str, FieldValue], **tags: str) -> Point:
     return pt("energy", ts, counters, **tags)
 
@@ -127,6 +150,7 @@ class StoreConformance:
         assert store.ping() is True
         assert store.feature_history("dev-1", T0, T0 + DAY) == []
         assert store.latest("dev-1") == {}
+        assert store.alarms("dev-1", T0, T0 + DAY) == []
         assert store.energy("dev-1", T0, T0 + DAY, HOUR) == []
         assert store.site_rollup("site-1", T0, T0 + DAY, HOUR) == []
         for measurement in ("features", "score", "alarm", "energy", "health"):
@@ -138,11 +162,20 @@ class StoreConformance:
         assert store.count("features") == 0
 
     def test_empty_ranges_and_unknown_ids(self, store: TimeSeriesStore) -> None:
-        store.write([feats(T0 + 60, {"t__mean": 1.0}), score(T0 + 60, 0.1, False)])
+        store.write(
+            [
+                feats(T0 + 60, {"t__mean": 1.0}),
+                score(T0 + 60, 0.1, False),
+                alarm_ev(T0 + 60, "high_temp", "raised"),
+            ]
+        )
         assert store.feature_history("dev-1", T0 + 60, T0 + 60) == []  # end == start
         assert store.feature_history("dev-1", T0 + 120, T0 + 60) == []  # end < start
         assert store.feature_history("nobody", T0, T0 + DAY) == []
         assert store.latest("nobody") == {}
+        assert store.alarms("dev-1", T0 + 60, T0 + 60) == []
+        assert store.alarms("dev-1", T0 + 120, T0 + 60) == []
+        assert store.alarms("nobody", T0, T0 + DAY) == []
         assert store.energy("dev-1", T0, T0 + DAY, HOUR) == []  # no energy points at all
         assert store.site_rollup("nowhere", T0, T0 + DAY, HOUR) == []
         assert store.site_rollup("site-1", T0 + DAY, T0 + 2 * DAY, HOUR) == []
@@ -158,6 +191,14 @@ class StoreConformance:
             store.latest("")
         with pytest.raises(ValueError, match="limit"):
             store.feature_history("dev-1", T0, T0 + DAY, limit=-1)
+        with pytest.raises(ValueError, match="device"):
+            store.alarms("", T0, T0 + DAY)
+        with pytest.raises(ValueError, match="device"):
+            store.alarms(None, T0, T0 + DAY)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="limit"):
+            store.alarms("dev-1", T0, T0 + DAY, limit=-1)
+        with pytest.raises(ValueError, match="limit"):
+            store.alarms("dev-1", T0, T0 + DAY, limit=2.0)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="measurement"):
             store.count("nope")
 
@@ -251,6 +292,97 @@ class StoreConformance:
         newest = store.feature_history("dev-1", T0, T0 + 400, limit=1)
         assert [(r.group, r.features["x__mean"]) for r in newest] == [("slow", 1.0)]
 
+    # ---- alarms ---------------------------------------------------------------------------
+
+    def test_alarms_newest_first_with_their_fields(self, store: TimeSeriesStore) -> None:
+        store.write(
+            [
+                alarm_ev(T0 + 100, "high_pressure", "raised", value=27.5, detail="HP > 26 bar"),
+                alarm_ev(T0 + 400, "high_pressure", "cleared", value=24.0),
+                alarm_ev(T0 + 200, "door_open", "raised", "minor", detail="door 2"),
+                alarm_ev(T0 + 300, "door_open", "cleared", "minor"),
+                alarm_ev(T0 + 300, "compressor_trip", "raised", "critical", value=0.0),
+                pt("alarm", T0 + 50, {"severity": "minor"}, name="no_state"),
+                score(T0 + 150, 0.9, True),  # not an alarm
+            ]
+        )
+        events = store.alarms("dev-1", T0, T0 + HOUR)
+        assert all(isinstance(e, AlarmEvent) for e in events)
+        assert events == [
+            AlarmEvent(T0 + 400.0, "high_pressure", "cleared", "major", 24.0, None),
+            # the same time: ordered by tags, so "compressor_trip" before "door_open"
+            AlarmEvent(T0 + 300.0, "compressor_trip", "raised", "critical", 0.0, None),
+            AlarmEvent(T0 + 300.0, "door_open", "cleared", "minor", None, None),
+            AlarmEvent(T0 + 200.0, "door_open", "raised", "minor", None, "door 2"),
+            AlarmEvent(T0 + 100.0, "high_pressure", "raised", "major", 27.5, "HP > 26 bar"),
+            AlarmEvent(T0 + 50.0, "no_state", "", "minor", None, None),
+        ]
+        assert all(type(e.value) is float for e in events if e.value is not None)
+
+    def test_alarms_start_inclusive_end_exclusive(self, store: TimeSeriesStore) -> None:
+        store.write([alarm_ev(T0 + k * 300, f"a{k}", "raised") for k in range(6)])
+        events = store.alarms("dev-1", T0 + 300, T0 + 1200)
+        assert [e.ts for e in events] == [T0 + 900.0, T0 + 600.0, T0 + 300.0]
+        # Sub-second bounds: an event 1 ns after the start is in, one at the end is out.
+        store.write([alarm_ev(T0 + 2000, "late", "raised", ts_ns=(T0 + 2000) * NS + 1)])
+        assert [e.name for e in store.alarms("dev-1", T0 + 2000, T0 + 2000.5)] == ["late"]
+        assert store.alarms("dev-1", T0 + 2000.5, T0 + 2001) == []
+        assert [e.ts for e in store.alarms("dev-1", T0 + 2000, T0 + 2001)] == [
+            ((T0 + 2000) * NS + 1) / NS
+        ]
+
+    def test_alarms_limit_is_the_newest_n(self, store: TimeSeriesStore) -> None:
+        # Two alarm names (two series) interleaved: the limit is over all of them.
+        store.write(
+            [alarm_ev(T0 + k * 60, "even" if k % 2 == 0 else "odd", "raised") for k in range(10)]
+        )
+        events = store.alarms("dev-1", T0, T0 + HOUR, limit=3)
+        assert [(e.ts - T0, e.name) for e in events] == [(540, "odd"), (480, "even"), (420, "odd")]
+        assert len(store.alarms("dev-1", T0, T0 + HOUR, limit=100)) == 10
+        assert len(store.alarms("dev-1", T0, T0 + HOUR, limit=None)) == 10
+        assert store.alarms("dev-1", T0, T0 + HOUR, limit=0) == []
+        # Within the range: the newest before the end.
+        assert [e.ts - T0 for e in store.alarms("dev-1", T0, T0 + 200, limit=2)] == [180, 120]
+
+    def test_alarms_default_to_the_newest_200(self, store: TimeSeriesStore) -> None:
+        store.write([alarm_ev(T0 + k, "flapping", "raised") for k in range(205)])
+        events = store.alarms("dev-1", T0, T0 + HOUR)
+        assert len(events) == 200
+        assert (events[0].ts, events[-1].ts) == (T0 + 204.0, T0 + 5.0)
+        assert len(store.alarms("dev-1", T0, T0 + HOUR, limit=None)) == 205
+
+    def test_alarms_of_other_devices_never_leak(self, store: TimeSeriesStore) -> None:
+        others = [
+            alarm_ev(T0 + 300, "high_temp", "raised", "critical", value=99.0, **tags)
+            for tags in (
+                {"device": "dev-2"},
+                {"device": "dev-1x"},
+                {"device": "DEV-1"},
+                {"device": "dev"},
+                {"site": "site-2", "gateway": "gw-9", "device": "dev-9"},
+                {"client": "client-2", "site": "site-3", "gateway": "gw-3", "device": "dev-3"},
+            )
+        ]
+        store.write(
+            [
+                alarm_ev(T0 + 200, "high_temp", "raised", value=50.0),
+                *others,
+                pt("alarm", T0 + 250, {"state": "raised", "severity": "x"}, device="", name="gw"),
+            ]
+        )
+        events = store.alarms("dev-1", T0, T0 + HOUR)
+        assert [(e.ts, e.value) for e in events] == [(T0 + 200.0, 50.0)]
+        assert [e.value for e in store.alarms("dev-2", T0, T0 + HOUR)] == [99.0]
+
+    def test_alarm_rewrites_merge_and_names_need_no_care(self, store: TimeSeriesStore) -> None:
+        store.write([alarm_ev(T0 + 60, "high_temp", "raised", value=30.0)])
+        store.write([alarm_ev(T0 + 60, "high_temp", "raised", detail="sensor 2")])
+        (merged,) = store.alarms("dev-1", T0, T0 + HOUR)
+        assert (merged.value, merged.detail) == (30.0, "sensor 2")
+        store.write([alarm_ev(T0 + 120 + i, name, "raised") for i, name in enumerate(WEIRD)])
+        names = [e.name for e in store.alarms("dev-1", T0 + 120, T0 + HOUR)]
+        assert names == list(reversed(WEIRD))
+
     # ---- idempotency ----------------------------------------------------------------------
 
     def test_same_point_twice_is_stored_once(self, store: TimeSeriesStore) -> None:
@@ -277,6 +409,7 @@ class StoreConformance:
                 [store.count(m) for m in ("features", "score", "alarm", "energy", "health")],
                 store.feature_history("dev-1", T0, T0 + DAY),
                 store.latest("dev-1"),
+                store.alarms("dev-1", T0, T0 + DAY),
                 store.energy("dev-1", T0, T0 + DAY, HOUR),
                 store.site_rollup("site-1", T0, T0 + DAY, HOUR),
             )
@@ -431,6 +564,8 @@ class StoreConformance:
         assert only.features == {feature: 1.5}
         latest = store.latest(value)
         assert latest["alarm"].tags == {**tags, "kind": value}
+        (event,) = store.alarms(value, T0, T0 + HOUR)  # its name is a field here
+        assert (event.name, event.state, event.severity) == ("high_temp", "raised", "major")
         assert latest["health"].fields == {"note": value}
         counters = {
             (e.start, e.counter): e.consumed for e in store.energy(value, T0, T0 + 2 * HOUR, HOUR)

@@ -13,6 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cloud.errors import ConfigError, StoreError, StoreUnavailable
+from cloud.ingest.directory import StaticDirectory
+from cloud.ingest.service import IngestService
+from cloud.registry.refs import DeviceRef, GatewayInfo
 from cloud.tsdb.base import Point
 from cloud.tsdb.influx import (
     InfluxStore,
@@ -25,6 +28,7 @@ from cloud.tsdb.influx import (
     quote_literal,
     select,
 )
+from edge_agent.protocol import Record, RecordKind, encode_batch
 
 TAGS = {"client": "c", "site": "s", "gateway": "g", "device": "d"}
 
@@ -215,14 +219,23 @@ POINT = Point("score", 1_700_000_000 * 10**9, TAGS, {"score": 0.5})
             StoreError,
             "partial write",
         ),
-        (404, '{"error":"database not found: \\"db\\""}', {}, StoreError, "database not found"),
+        # A deployment fault, not the points': retried, never rejected (ingest would
+        # otherwise tell the gateways to delete good records).
+        (
+            404,
+            '{"error":"database not found: \\"db\\""}',
+            {},
+            StoreUnavailable,
+            "no such database.*database not found",
+        ),
         (
             401,
             "",
             {"X-Influxdb-Error": "authorization failed"},
-            StoreError,
+            StoreUnavailable,
             "credentials.*authorization failed",
         ),
+        (403, '{"message":"insufficient permissions"}', {}, StoreUnavailable, "credentials"),
         (413, "too big", {}, StoreError, "HTTP 413\\): too big"),
     ],
 )
@@ -237,6 +250,31 @@ def test_http_answers_become_store_errors(
     with pytest.raises(kind):
         store.count("score")
     assert store.stats().write_errors == 1
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+def test_ingest_holds_its_acks_while_influxdb_refuses_the_deployment(status: int) -> None:
+    """Found by the scale-out review: these answers used to make ingest reject every
+    point of the batch as ``store_refused``, and the gateways then deleted good records
+    (a rotated token, a missing database or DBRP mapping). Now nothing is acked and the
+    worker retries until an operator fixes it."""
+    answers = {"calls": 0}
+
+    def influx(request: httpx.Request) -> httpx.Response:
+        answers["calls"] += 1
+        return httpx.Response(status, json={"error": "authorization failed"})
+
+    gw = GatewayInfo("gw-1", "c", "s", {"cc-1": DeviceRef("dev-1", "compressor")})
+    service = IngestService(
+        store_answering(influx), StaticDirectory({"gw-1": gw}), clock=lambda: 1.8e9
+    )
+    records = [Record(n, 1.8e9 - n, RecordKind.ENERGY, "cc-1", {"values": {"energy": 1.0}})
+               for n in (1, 2, 3)]  # fmt: skip
+    prepared = service.prepare(encode_batch("gw-1", records), "gw-1")
+    with pytest.raises(StoreUnavailable):
+        service.commit([prepared])
+    assert answers["calls"] == 1  # not written point by point, not rejected
+    assert prepared.rejected == []
 
 
 def test_long_error_messages_are_cut() -> None:

@@ -21,7 +21,7 @@ from cloud.db import make_engine
 from cloud.errors import StoreUnavailable
 from cloud.registry.models import Site
 from cloud.settings import Settings
-from cloud.tsdb.base import FeatureRow, Latest, SiteRollup, TimeSeriesStore
+from cloud.tsdb.base import AlarmEvent, FeatureRow, Latest, SiteRollup, TimeSeriesStore
 from cloud.tsdb.sqlite import SQLiteStore
 from cloud.workorders.models import WorkOrder
 
@@ -291,6 +291,9 @@ class FailingStore(TimeSeriesStore):
         raise StoreUnavailable("store down")
 
     def latest(self, device: str) -> dict[str, Latest]:
+        raise StoreUnavailable("store down")
+
+    def alarms(self, *args: object, **kwargs: object) -> list[AlarmEvent]:
         raise StoreUnavailable("store down")
 
     def energy(self, *args: object, **kwargs: object) -> list[object]:  # type: ignore[override]
