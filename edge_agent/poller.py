@@ -176,6 +176,9 @@ class PollResult:
     group: str
     ts: float
     """Wall-clock epoch seconds when the poll started."""
+    due: float
+    """When the poll was scheduled, on the same clock as ``ts``: ``ts - due`` is how late
+    it started (waiting for the bus, or for the gateway's CPU)."""
     values: Mapping[str, PointValue]
     """The group's points that were read and decoded this poll."""
     errors: Mapping[str, str]
@@ -253,7 +256,10 @@ class _Job:
     group: str
     period: float
     points: tuple[Point, ...]
+    offset: float = 0.0
+    """Where in the shortest period the job's slots fall (the stagger)."""
     origin: float = 0.0
+    """The job's first slot on the monotonic clock: slots are ``origin + k * period``."""
     due: float = 0.0
     scheduled_due: float | None = None
     """Set while a "poll now" brought the job forward: the slot it had on its grid."""
@@ -356,7 +362,7 @@ class Poller:
         # it (1 s, 10 s, 60 s), two schedules never fall on the same instant.
         shortest = min((j.period for j in jobs), default=1.0)
         for job, frac in zip(jobs, stagger_fractions(len(jobs)), strict=True):
-            job.origin = frac * shortest
+            job.offset = frac * shortest
 
         self._lanes: list[_Lane] = []
         for bus in cfg.buses:
@@ -389,7 +395,7 @@ class Poller:
         start = self._monotonic()
         self._started_mono = start
         for job in self._jobs:
-            job.due = start + job.origin
+            job.origin = job.due = start + job.offset
         self._tasks = [
             asyncio.create_task(self._run_lane(lane), name=f"poll-{lane.name}")
             for lane in self._lanes
@@ -520,6 +526,7 @@ class Poller:
         for name in dev.refusals.expire(now, dev.profile):
             log.info("device %s: trying point %s again (refused before)", dev.id, name)
         ts = self._clock()
+        late = max(0.0, self._monotonic() - job.due)
         dev.polls += 1
         values: dict[str, PointValue] = {}
         errors: dict[str, str] = {}
@@ -581,6 +588,7 @@ class Poller:
                 device_id=dev.id,
                 group=job.group,
                 ts=ts,
+                due=ts - late,
                 values=MappingProxyType(values),
                 errors=MappingProxyType(errors),
                 ok=answered,
