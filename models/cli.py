@@ -337,7 +337,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         r = metrics["risk"]
         print(
             f"risk: {r['failures']} failures, {r['alerts']} alerts; recall@24h "
-            f"{_f(r['recall@24h'])} @72h {_f(r['recall@72h'])}, precision@72h "
+            f"{_f(r['recall@24h'])} @72h {_f(r['recall@72h'])}, warned >= 72 h ahead "
+            f"{_f(r['ahead@72h'])}, precision@72h "
             f"{_f(r['precision@72h'])}, median lead {_f(r['median_lead_h@72h'])} h, false "
             f"alerts/100 asset-months {_f(r['false_alerts_per_100_asset_months@72h'])}, "
             f"PR-AUC {_f(r.get('pr_auc_asset_windows'))}"

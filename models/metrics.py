@@ -9,13 +9,19 @@ Anomaly (per-row labels; rows whose label is unknown are left out):
   segment's first row to the first row inside it with a positive decision; a segment with
   none is missed.
 
-Risk (alerts and failures per asset, times in epoch seconds):
+Risk (alerts and failures per asset, times in epoch seconds). An alert is an episode,
+``(raised, cleared)``: it stands from when the risk crossed the threshold until it cleared
+(or the asset failed, or the recording ended). A warning given days ahead and kept up
+until the failure is one alert, and counts with its full lead time:
 
-- recall@H: share of failures with an alert in the H hours before them; lead time: hours
-  from the earliest alert within those H hours to the failure;
-- precision@H: share of alerts followed by a failure of the same asset within H;
-- false alerts per 100 asset-months: alerts not followed by a failure within H, per
-  100 × 30-day months of observed asset time.
+- recall@H: share of failures with an alert standing at some time in the H hours before
+  them; lead time: hours from the raising of the earliest such alert to the failure;
+- ahead@H: share of failures with such an alert raised at least H hours before them (the
+  promise "warned ≥ 72 h ahead" is ahead@72h);
+- precision@H: share of alerts followed by a failure of the same asset while they stood
+  or within H after they cleared;
+- false alerts per 100 asset-months: alerts no failure followed, per 100 × 30-day months
+  of observed asset time.
 """
 
 from __future__ import annotations
@@ -147,34 +153,48 @@ HORIZONS_H = (24, 48, 72)
 MONTH_S = 30 * 86400.0
 
 
+Episode = tuple[float, float]
+"""An alert: (raised, cleared), epoch seconds."""
+
+
+def warning_lead_s(episodes: Sequence[Episode], failure: float, horizon_s: float) -> float | None:
+    """Seconds from the raising of the earliest alert standing in the ``horizon_s`` before
+    ``failure`` to the failure; None if no alert stood then."""
+    leads = [failure - a for a, b in episodes if a < failure and b > failure - horizon_s]
+    return max(leads) if leads else None
+
+
+def alert_was_right(episode: Episode, failures: F64, horizon_s: float) -> bool:
+    """A failure followed the alert while it stood or within ``horizon_s`` after it cleared."""
+    a, b = episode
+    return bool(np.any((failures > a) & (failures <= b + horizon_s)))
+
+
 def risk_metrics(
-    alerts: Mapping[str, Sequence[float]],
+    alerts: Mapping[str, Sequence[Episode]],
     failures: Mapping[str, Sequence[float]],
     observed_s: Mapping[str, float],
     horizons_h: Sequence[int] = HORIZONS_H,
 ) -> dict[str, object]:
-    """Event metrics of alert times against failure times, per asset."""
+    """Event metrics of alert episodes against failure times, per asset."""
     out: dict[str, object] = {}
     n_fail = sum(len(v) for v in failures.values())
     n_alert = sum(len(v) for v in alerts.values())
     months = sum(observed_s.values()) / MONTH_S
     for h in horizons_h:
         hs = h * 3600.0
-        warned, leads = 0, []
+        leads = []
         for asset, fails in failures.items():
-            a = np.sort(np.asarray(alerts.get(asset, ()), dtype=np.float64))
             for f in fails:
-                inside = a[(a < f) & (a >= f - hs)]
-                if inside.size:
-                    warned += 1
-                    leads.append((f - float(inside[0])) / 3600.0)
+                lead = warning_lead_s(alerts.get(asset, ()), f, hs)
+                if lead is not None:
+                    leads.append(lead / 3600.0)
         good = 0
-        for asset, times in alerts.items():
+        for asset, episodes in alerts.items():
             fs = np.asarray(failures.get(asset, ()), dtype=np.float64)
-            for t in times:
-                if np.any((fs > t) & (fs <= t + hs)):
-                    good += 1
-        out[f"recall@{h}h"] = warned / n_fail if n_fail else None
+            good += sum(alert_was_right(e, fs, hs) for e in episodes)
+        out[f"recall@{h}h"] = len(leads) / n_fail if n_fail else None
+        out[f"ahead@{h}h"] = sum(x >= h for x in leads) / n_fail if n_fail else None
         out[f"precision@{h}h"] = good / n_alert if n_alert else None
         out[f"median_lead_h@{h}h"] = float(np.median(leads)) if leads else None
         out[f"false_alerts_per_100_asset_months@{h}h"] = (

@@ -32,6 +32,7 @@ from models.featurize import (
     typical_interval,
     window_table,
 )
+from models.metrics import Episode
 
 log = logging.getLogger(__name__)
 
@@ -384,7 +385,7 @@ def fit_risk_models(
 class RiskReport:
     """Alerts and failures of the test part, per asset, for :func:`models.metrics`."""
 
-    alerts: dict[str, list[float]] = field(default_factory=dict)
+    alerts: dict[str, list[Episode]] = field(default_factory=dict)
     failures: dict[str, list[float]] = field(default_factory=dict)
     failure_types: dict[str, list[str]] = field(default_factory=dict)
     observed_s: dict[str, float] = field(default_factory=dict)
@@ -398,7 +399,7 @@ class RiskReport:
         t = table["t"][test]
         _, ph, _ = model.run(table["x"][test])
         a = table["asset_id"]
-        self.alerts[a] = risk.alert_times(t, ph, model.threshold).tolist()
+        self.alerts[a] = risk.alert_episodes(t, ph, model.threshold)
         pairs = [
             (f, k)
             for f, k in zip(table["failures"], table["failure_types"], strict=True)
@@ -425,7 +426,8 @@ class RiskReport:
             }
             m = risk_metrics(self.alerts, fails, self.observed_s)
             per_type[ftype] = {
-                k: m[k] for k in ("failures", "recall@24h", "recall@72h", "median_lead_h@72h")
+                k: m[k]
+                for k in ("failures", "recall@24h", "recall@72h", "ahead@72h", "median_lead_h@72h")
             }
         out["per_fault_type"] = per_type
         return out

@@ -20,7 +20,7 @@ trained on nor alerted on: the failure has already happened.
 
 An *alert* is raised when P(horizon) rises above the threshold and cleared once it has
 stayed below :data:`CLEAR_RATIO` × the threshold for :data:`CLEAR_AFTER_S`
-(:func:`alert_times`); the threshold is the lowest whose alerts on the training part reach
+(:func:`alert_episodes`); the threshold is the lowest whose alerts on the training part reach
 :data:`TARGET_PRECISION` (precision over alert events at the horizon), else the one with
 the best precision.
 
@@ -47,6 +47,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edge_agent.features import signal_of
 from models.errors import ArtifactError, TrainingError
+from models.metrics import Episode, alert_was_right, warning_lead_s
 
 F64 = npt.NDArray[np.float64]
 B = npt.NDArray[np.bool_]
@@ -185,52 +186,62 @@ def alert_starts(t: F64, active: B) -> F64:
     return np.asarray(t[active & ~prev], dtype=np.float64)
 
 
-def alert_times(t: F64, p: F64, threshold: float, down: B | None = None) -> F64:
-    """Times at which alerts are raised, with hysteresis: an alert is raised when ``p``
-    rises above ``threshold`` and cleared only after ``p`` stayed below
-    ``threshold × CLEAR_RATIO`` for :data:`CLEAR_AFTER_S`, so a risk hovering around the
-    threshold raises one alert, not one per wobble. No alert while the asset is down."""
-    out: list[float] = []
-    on = False
+def alert_episodes(t: F64, p: F64, threshold: float, down: B | None = None) -> list[Episode]:
+    """Alerts as ``(raised, cleared)``, with hysteresis: an alert is raised when ``p`` rises
+    above ``threshold`` and cleared only after ``p`` stayed below ``threshold × CLEAR_RATIO``
+    for :data:`CLEAR_AFTER_S`, so a risk hovering around the threshold raises one alert, not
+    one per wobble. An alert standing when the asset goes down ends there (no alert while
+    it is down); one standing at the end of ``t`` ends at its last time."""
+    out: list[Episode] = []
+    raised: float | None = None
     below_since: float | None = None
     low = threshold * CLEAR_RATIO
     for i in range(t.size):
+        now = float(t[i])
         if down is not None and down[i]:
-            on, below_since = False, None
+            if raised is not None:
+                out.append((raised, now))
+            raised, below_since = None, None
             continue
-        if not on:
+        if raised is None:
             if p[i] > threshold:
-                on, below_since = True, None
-                out.append(float(t[i]))
+                raised, below_since = now, None
         elif p[i] < low:
-            below_since = float(t[i]) if below_since is None else below_since
-            if t[i] - below_since >= CLEAR_AFTER_S:
-                on = False
+            below_since = now if below_since is None else below_since
+            if now - below_since >= CLEAR_AFTER_S:
+                out.append((raised, now))
+                raised = None
         else:
             below_since = None
-    return np.asarray(out, dtype=np.float64)
+    if raised is not None:
+        out.append((raised, float(t[-1])))
+    return out
+
+
+def alert_times(t: F64, p: F64, threshold: float, down: B | None = None) -> F64:
+    """When the alerts of :func:`alert_episodes` are raised."""
+    return np.asarray([a for a, _ in alert_episodes(t, p, threshold, down)], dtype=np.float64)
 
 
 def choose_threshold(
     per_asset: Sequence[tuple[F64, F64, Sequence[float], B]], horizon_s: float
 ) -> tuple[float, dict[str, float]]:
-    """The lowest threshold whose alert events on ``per_asset`` (t, p, failures, down) reach
-    :data:`TARGET_PRECISION` at the horizon; else the most precise one."""
+    """The lowest threshold whose alerts on ``per_asset`` (t, p, failures, down) reach
+    :data:`TARGET_PRECISION` at the horizon (:func:`models.metrics.alert_was_right`); else
+    the most precise one. Recall is the share of failures an alert stood before."""
     best: tuple[float, float, float] = (-1.0, 0.0, 0.5)  # precision, recall, threshold
     for thr in np.round(np.arange(0.05, 0.99, 0.01), 2):
         good = total = warned = n_fail = 0
         for t, p, fails, down in per_asset:
-            starts = alert_times(t, p, thr, down)
+            episodes = alert_episodes(t, p, thr, down)
             fs = np.asarray(fails, dtype=np.float64)
-            for s in starts:
-                total += 1
-                good += int(np.any((fs > s) & (fs <= s + horizon_s)))
-            on = t[(p > thr) & ~down]
+            total += len(episodes)
+            good += sum(alert_was_right(e, fs, horizon_s) for e in episodes)
             for f in fs:
                 if f < t[0] or f > t[-1] + horizon_s:
                     continue
                 n_fail += 1
-                warned += int(np.any((on < f) & (on >= f - horizon_s)))
+                warned += warning_lead_s(episodes, float(f), horizon_s) is not None
         if total == 0:
             continue
         prec = good / total

@@ -53,29 +53,51 @@ H = 3600.0
 @pytest.mark.parametrize(
     ("alerts", "failures", "expect"),
     [
-        # warned 80 h before: counts at 72 h? no (outside); at 24 h no; lead only within H
-        ({"a": [0.0]}, {"a": [80 * H]}, {"recall@72h": 0.0, "precision@72h": 0.0}),
+        # raised 80 h before the failure and standing until it: warned 80 h ahead
         (
-            {"a": [10 * H, 70 * H]},
+            {"a": [(0.0, 80 * H)]},
             {"a": [80 * H]},
-            {
-                "recall@24h": 1.0,
-                "recall@72h": 1.0,
-                "median_lead_h@72h": 70.0,
-                "precision@24h": 0.5,
-                "precision@72h": 1.0,
-            },
+            {"recall@72h": 1.0, "ahead@72h": 1.0, "median_lead_h@72h": 80.0,
+             "precision@72h": 1.0, "recall@24h": 1.0, "ahead@24h": 1.0},
         ),
+        # raised 80 h before but cleared 5 h later: nothing stood in the 72 h before, and
+        # no failure followed within 72 h of its clearing
         (
-            {"a": [10 * H], "b": [5 * H]},
+            {"a": [(0.0, 5 * H)]},
+            {"a": [80 * H]},
+            {"recall@72h": 0.0, "ahead@72h": 0.0, "precision@72h": 0.0,
+             "median_lead_h@72h": None},
+        ),
+        # ... but a failure 60 h after it cleared: right at 72 h, late at 48 h
+        (
+            {"a": [(0.0, 20 * H)]},
+            {"a": [80 * H]},
+            {"recall@72h": 1.0, "ahead@72h": 1.0, "precision@72h": 1.0,
+             "recall@48h": 0.0, "precision@48h": 0.0},
+        ),
+        # two alerts standing before one failure: the lead is from the earlier
+        (
+            {"a": [(10 * H, 30 * H), (70 * H, 80 * H)]},
+            {"a": [80 * H]},
+            {"recall@24h": 1.0, "recall@72h": 1.0, "median_lead_h@72h": 70.0,
+             "median_lead_h@24h": 10.0, "ahead@72h": 0.0, "ahead@24h": 0.0,
+             "precision@24h": 0.5, "precision@72h": 1.0},
+        ),
+        # an alert on another asset does not warn of this one's failure
+        (
+            {"a": [(10 * H, 20 * H)], "b": [(5 * H, 6 * H)]},
             {"a": [20 * H]},
             {"recall@24h": 1.0, "precision@24h": 0.5, "failures": 1, "alerts": 2},
         ),
-        ({}, {"a": [H]}, {"recall@72h": 0.0, "precision@72h": None}),
+        # raised after the failure: no warning, and not right
+        ({"a": [(2 * H, 3 * H)]}, {"a": [H]}, {"recall@72h": 0.0, "precision@72h": 0.0}),
+        ({}, {"a": [H]}, {"recall@72h": 0.0, "ahead@72h": 0.0, "precision@72h": None}),
     ],
 )
 def test_risk_event_metrics(
-    alerts: dict[str, list[float]], failures: dict[str, list[float]], expect: dict[str, object]
+    alerts: dict[str, list[tuple[float, float]]],
+    failures: dict[str, list[float]],
+    expect: dict[str, object],
 ) -> None:
     observed = {"a": 30 * 86400.0, "b": 30 * 86400.0}
     m = risk_metrics(alerts, failures, observed)
@@ -84,7 +106,8 @@ def test_risk_event_metrics(
 
 
 def test_false_alerts_per_100_asset_months() -> None:
-    m = risk_metrics({"a": [0.0, H]}, {"a": []}, {"a": 30 * 86400.0, "b": 30 * 86400.0})
+    m = risk_metrics({"a": [(0.0, H), (H, 2 * H)]}, {"a": []},
+                     {"a": 30 * 86400.0, "b": 30 * 86400.0})
     assert m["false_alerts_per_100_asset_months@72h"] == pytest.approx(100.0 * 2 / 2)
 
 
