@@ -14,6 +14,8 @@ Risk (alerts and failures per asset, times in epoch seconds). An alert is an epi
 (or the asset failed, or the recording ended). A warning given days ahead and kept up
 until the failure is one alert, and counts with its full lead time:
 
+- an alert standing when its asset fails ends there: it warned of that failure, not of
+  the next;
 - recall@H: share of failures with an alert standing at some time in the H hours before
   them; lead time: hours from the raising of the earliest such alert to the failure;
 - ahead@H: share of failures with such an alert raised at least H hours before them (the
@@ -170,6 +172,16 @@ def alert_was_right(episode: Episode, failures: F64, horizon_s: float) -> bool:
     return bool(np.any((failures > a) & (failures <= b + horizon_s)))
 
 
+def end_at_failures(episodes: Sequence[Episode], failures: F64) -> list[Episode]:
+    """Each alert ended at the first failure while it stood: it warned of that one, and
+    cannot stand in for a warning of the next."""
+    out = []
+    for a, b in episodes:
+        hit = failures[(failures > a) & (failures < b)]
+        out.append((a, float(hit.min())) if hit.size else (a, b))
+    return out
+
+
 def risk_metrics(
     alerts: Mapping[str, Sequence[Episode]],
     failures: Mapping[str, Sequence[float]],
@@ -177,6 +189,10 @@ def risk_metrics(
     horizons_h: Sequence[int] = HORIZONS_H,
 ) -> dict[str, object]:
     """Event metrics of alert episodes against failure times, per asset."""
+    alerts = {
+        a: end_at_failures(e, np.asarray(failures.get(a, ()), dtype=np.float64))
+        for a, e in alerts.items()
+    }
     out: dict[str, object] = {}
     n_fail = sum(len(v) for v in failures.values())
     n_alert = sum(len(v) for v in alerts.values())

@@ -89,6 +89,12 @@ H = 3600.0
             {"a": [20 * H]},
             {"recall@24h": 1.0, "precision@24h": 0.5, "failures": 1, "alerts": 2},
         ),
+        # an alert standing through a failure ends there: it does not warn of the next one
+        (
+            {"a": [(0.0, 200 * H)]},
+            {"a": [80 * H, 190 * H]},
+            {"recall@72h": 0.5, "ahead@72h": 0.5, "precision@72h": 1.0, "alerts": 1},
+        ),
         # raised after the failure: no warning, and not right
         ({"a": [(2 * H, 3 * H)]}, {"a": [H]}, {"recall@72h": 0.0, "precision@72h": 0.0}),
         ({}, {"a": [H]}, {"recall@72h": 0.0, "ahead@72h": 0.0, "precision@72h": None}),
