@@ -399,7 +399,14 @@ class RiskReport:
         t = table["t"][test]
         _, ph, _ = model.run(table["x"][test])
         a = table["asset_id"]
-        self.alerts[a] = risk.alert_episodes(t, ph, model.threshold)
+        # alerts over the whole test part, down windows included (not scored), so that an
+        # alert ends when its asset fails, and the quiet time after a repair is kept as
+        # fitting keeps it
+        part = ~table["train"]
+        down = table["down"][part]
+        p_part = np.zeros(down.shape)
+        p_part[~down] = ph
+        self.alerts[a] = risk.alert_episodes(table["t"][part], p_part, model.threshold, down)
         pairs = [
             (f, k)
             for f, k in zip(table["failures"], table["failure_types"], strict=True)

@@ -57,6 +57,7 @@ DOWN_AFTER_FAILURE_S = 7 * 86400.0
 TARGET_PRECISION = 0.9
 CLEAR_RATIO = 0.6
 CLEAR_AFTER_S = 24 * 3600.0
+QUIET_AFTER_REPAIR_S = LONG_H * 3600.0
 RISK_DIR = "risk"
 RISK_ONNX = "risk.onnx"
 RISK_JSON = "risk.json"
@@ -191,10 +192,15 @@ def alert_episodes(t: F64, p: F64, threshold: float, down: B | None = None) -> l
     above ``threshold`` and cleared only after ``p`` stayed below ``threshold × CLEAR_RATIO``
     for :data:`CLEAR_AFTER_S`, so a risk hovering around the threshold raises one alert, not
     one per wobble. An alert standing when the asset goes down ends there (no alert while
-    it is down); one standing at the end of ``t`` ends at its last time."""
+    it is down); one standing at the end of ``t`` ends at its last time.
+
+    After the asset is back, no alert is raised for :data:`QUIET_AFTER_REPAIR_S`: the risk
+    features' trailing :data:`LONG_H` still hold the failure that was repaired, and the
+    cloud does not reopen a repaired fault within its work-order cool-down (72 h)."""
     out: list[Episode] = []
     raised: float | None = None
     below_since: float | None = None
+    quiet_until = -np.inf
     low = threshold * CLEAR_RATIO
     for i in range(t.size):
         now = float(t[i])
@@ -202,9 +208,10 @@ def alert_episodes(t: F64, p: F64, threshold: float, down: B | None = None) -> l
             if raised is not None:
                 out.append((raised, now))
             raised, below_since = None, None
+            quiet_until = now + QUIET_AFTER_REPAIR_S
             continue
         if raised is None:
-            if p[i] > threshold:
+            if p[i] > threshold and now >= quiet_until:
                 raised, below_since = now, None
         elif p[i] < low:
             below_since = now if below_since is None else below_since

@@ -53,13 +53,13 @@ def test_alerts_have_hysteresis_and_none_while_down() -> None:
     # end of the recording
     assert risk.alert_episodes(t, p, 0.8) == [(1 * 12 * H, 6 * 12 * H), (7 * 12 * H, 11 * 12 * H)]
     down = np.zeros(12, bool)
-    down[7:9] = True  # the asset failed: no alert until it is back
-    assert risk.alert_times(t, p, 0.8, down).tolist() == [1 * 12 * H, 9 * 12 * H]
-    # an alert standing when the asset goes down ends there
+    down[7:9] = True  # the asset failed: no alert until it is back, and 72 h after
+    assert risk.alert_times(t, p, 0.8, down).tolist() == [1 * 12 * H]
+    # an alert standing when the asset goes down ends there; back at row 5, quiet to row 10
     down = np.zeros(12, bool)
     down[3:5] = True
     assert risk.alert_episodes(t, p, 0.8, down) == [(1 * 12 * H, 3 * 12 * H),
-                                                    (7 * 12 * H, 11 * 12 * H)]
+                                                    (10 * 12 * H, 11 * 12 * H)]
 
 
 def _fleet(folder: Path, seed: int, assets: int = 6, days: int = 60) -> Path:
