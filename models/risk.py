@@ -21,8 +21,8 @@ trained on nor alerted on: the failure has already happened.
 An *alert* is raised when P(horizon) rises above the threshold and cleared once it has
 stayed below :data:`CLEAR_RATIO` × the threshold for :data:`CLEAR_AFTER_S`
 (:func:`alert_episodes`); the threshold is the lowest whose alerts on the training part reach
-:data:`TARGET_PRECISION` (precision over alert events at the horizon), else the one with
-the best precision.
+:data:`TARGET_PRECISION` (the precision of alert episodes at the horizon, as
+:mod:`models.metrics` defines it), else the one with the best precision.
 
 Exported to ONNX (:func:`build_risk_onnx`): input ``features`` [batch, n]; outputs ``p24``,
 ``p_horizon`` [batch], ``fault_probs`` [batch, k] and ``contributions`` [batch, n] (each
