@@ -450,6 +450,7 @@ class Agent:
                 "errors": dict(s.errors),
                 "consecutive_failures": s.consecutive_failures,
                 "rtt_ms": None if s.rtt_ewma_s is None else round(s.rtt_ewma_s * 1000, 2),
+                "late_ms": None if s.late_ewma_s is None else round(s.late_ewma_s * 1000, 2),
                 "last_ok_ts": s.last_ok_ts,
                 "missed_polls": s.missed_polls,
                 "unreadable": list(s.unreadable),

@@ -215,11 +215,18 @@ def cmd_status(loaded: LoadedConfig, as_json: bool) -> int:
         "models: "
         + (", ".join(f"{a} {m['model_id']} v{m['version']}" for a, m in models.items()) or "none")
     )
-    print(f"{'device':<18} {'state':<12} {'requests':>8} {'ok':>8} {'rtt ms':>7}  errors")
+    print(
+        f"{'device':<18} {'state':<12} {'requests':>8} {'ok':>8} {'rtt ms':>7} {'late ms':>7}"
+        "  errors"
+    )
     for dev, s in data["devices"].items():
         rtt = "-" if s["rtt_ms"] is None else s["rtt_ms"]
+        late = "-" if s.get("late_ms") is None else s["late_ms"]
         errs = ", ".join(f"{k} {v}" for k, v in s["errors"].items() if v) or "-"
-        print(f"{dev:<18} {s['state']:<12} {s['requests']:>8} {s['ok']:>8} {rtt:>7}  {errs}")
+        print(
+            f"{dev:<18} {s['state']:<12} {s['requests']:>8} {s['ok']:>8} {rtt:>7} {late:>7}"
+            f"  {errs}"
+        )
     return 0
 
 

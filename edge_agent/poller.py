@@ -68,7 +68,7 @@ log = logging.getLogger(__name__)
 Bus = TcpBus | RtuBus | RtuOverTcpBus
 
 _GOLDEN = (math.sqrt(5) - 1) / 2
-_RTT_ALPHA = 0.2
+_EWMA_ALPHA = 0.2
 _PROBE_MARGIN_S = 0.02
 
 
@@ -206,6 +206,9 @@ class DeviceStats:
     consecutive_failures: int
     """Polls in a row without a usable answer."""
     rtt_ewma_s: float | None
+    late_ewma_s: float | None
+    """How late its polls start after their slot, smoothed: time spent waiting for the bus
+    (or for the gateway's CPU). Growing lateness means more polls than the bus carries."""
     last_ok_ts: float | None
     polls: int
     missed_polls: int
@@ -237,6 +240,7 @@ class _Device:
     ok: int = 0
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_KINDS, 0))
     rtt_ewma_s: float | None = None
+    late_ewma_s: float | None = None
     last_ok_ts: float | None = None
     last_ok_mono: float | None = None
     polls: int = 0
@@ -527,6 +531,8 @@ class Poller:
             log.info("device %s: trying point %s again (refused before)", dev.id, name)
         ts = self._clock()
         late = max(0.0, self._monotonic() - job.due)
+        prev = dev.late_ewma_s
+        dev.late_ewma_s = late if prev is None else prev + _EWMA_ALPHA * (late - prev)
         dev.polls += 1
         values: dict[str, PointValue] = {}
         errors: dict[str, str] = {}
@@ -577,7 +583,7 @@ class Poller:
             dev.rtt_ewma_s = (
                 took
                 if dev.rtt_ewma_s is None
-                else (dev.rtt_ewma_s + _RTT_ALPHA * (took - dev.rtt_ewma_s))
+                else (dev.rtt_ewma_s + _EWMA_ALPHA * (took - dev.rtt_ewma_s))
             )
             values.update(decoded)
             answered = True
@@ -691,6 +697,7 @@ class Poller:
                 errors=dict(dev.errors),
                 consecutive_failures=dev.failed_polls,
                 rtt_ewma_s=dev.rtt_ewma_s,
+                late_ewma_s=dev.late_ewma_s,
                 last_ok_ts=dev.last_ok_ts,
                 polls=dev.polls,
                 missed_polls=dev.missed,

@@ -269,6 +269,7 @@ def test_the_agent_polls_scores_alarms_and_ships_everything_acked(
     assert {r.device_id for r in raised} == {"cc-1"} and raised[0].body["state"] == "raised"
     health = kinds["health"][-1].body
     assert health["devices"]["cc-1"]["state"] == "ok" and health["uplink"]["connected"]
+    assert 0 <= health["devices"]["cc-1"]["late_ms"] < 1000  # how late its polls start
 
     # sequence numbers are unique and gap-free from 1, and everything sent was acked
     seqs = sorted(cloud.records)
@@ -279,7 +280,7 @@ def test_the_agent_polls_scores_alarms_and_ships_everything_acked(
     assert agent_main(["status", "--config", str(path)]) == 0
     out = capsys.readouterr().out
     assert f"gateway {GW}" in out and "compressor cc-zscore v1" in out
-    assert "cc-1" in out and "fan-1" in out
+    assert "cc-1" in out and "fan-1" in out and "late ms" in out
 
 
 def test_signed_model_updates_arrive_over_the_downlink_and_bad_ones_are_refused(

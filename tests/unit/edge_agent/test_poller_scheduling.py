@@ -277,7 +277,10 @@ def test_staggered_starts() -> None:
 
     results: list[PollResult] = []
     poller = Poller(config([1, 2, 3, 4], period=0.2), results.append, link_factory=factory)
-    run_for(poller, 0.25)
+    with LagWatch() as lag:
+        run_for(poller, 0.25)
+    # a bus with room: polls start on their slots
+    assert all((s.late_ewma_s or 0.0) < 0.01 + lag.max for s in poller.stats().values())
     firsts: dict[tuple[str, str], float] = {}
     for r in results:
         firsts.setdefault((r.device_id, r.group), r.due)
@@ -307,6 +310,9 @@ def test_each_result_says_which_slot_it_was_due_in() -> None:
     steps = [(b.due - a.due) / 0.05 for a, b in itertools.pairwise(fast)]
     assert all(abs(k - round(k)) < 0.01 and round(k) >= 1 for k in steps), steps
     assert any(round(k) >= 2 for k in steps)
+    # and the device's status says its polls start late: more than the bus carries
+    late = poller.stats()["d1"].late_ewma_s
+    assert late is not None and late > 0.005
 
 
 def test_poll_now_polls_the_named_device_at_once_and_it_keeps_its_schedule() -> None:
