@@ -225,11 +225,6 @@ def alert_episodes(t: F64, p: F64, threshold: float, down: B | None = None) -> l
     return out
 
 
-def alert_times(t: F64, p: F64, threshold: float, down: B | None = None) -> F64:
-    """When the alerts of :func:`alert_episodes` are raised."""
-    return np.asarray([a for a, _ in alert_episodes(t, p, threshold, down)], dtype=np.float64)
-
-
 def choose_threshold(
     per_asset: Sequence[tuple[F64, F64, Sequence[float], B]], horizon_s: float
 ) -> tuple[float, dict[str, float]]:

@@ -31,7 +31,7 @@ An :class:`Assessment` adds, for the user:
   detector's threshold (a window at twice the threshold halves it); 100 at no risk and a
   score at or below the threshold, 0 at p72 = 1 (:func:`health_index`);
 - ``alert``: ``p72 ≥`` the risk model's threshold, per window. Offline alerting adds
-  hysteresis (:func:`models.risk.alert_times`); a caller that keeps state applies it;
+  hysteresis (:func:`models.risk.alert_episodes`); a caller that keeps state applies it;
 - ``top_signals``: the (at most 3) signals with the largest share of the *positive*
   contributions to the horizon logit (the risk graph's ``contributions``: each input's
   ``(x − μ) / σ · w``). Contributions are netted per group first: a signal's risk inputs

@@ -48,13 +48,13 @@ def test_alerts_have_hysteresis_and_none_while_down() -> None:
     t = np.arange(12) * 12 * H
     p = np.array([0.1, 0.9, 0.7, 0.9, 0.3, 0.3, 0.3, 0.9, 0.9, 0.9, 0.9, 0.1])
     # 0.7 and a single 12-h dip below 0.48 do not clear it; 24 h below does
-    assert risk.alert_times(t, p, 0.8).tolist() == [1 * 12 * H, 7 * 12 * H]
+    assert [a for a, _ in risk.alert_episodes(t, p, 0.8)] == [1 * 12 * H, 7 * 12 * H]
     # each stands until cleared: the first after two rows below (24 h), the second to the
     # end of the recording
     assert risk.alert_episodes(t, p, 0.8) == [(1 * 12 * H, 6 * 12 * H), (7 * 12 * H, 11 * 12 * H)]
     down = np.zeros(12, bool)
     down[7:9] = True  # the asset failed: no alert until it is back, and 72 h after
-    assert risk.alert_times(t, p, 0.8, down).tolist() == [1 * 12 * H]
+    assert [a for a, _ in risk.alert_episodes(t, p, 0.8, down)] == [1 * 12 * H]
     # an alert standing when the asset goes down ends there; back at row 5, quiet to row 10
     down = np.zeros(12, bool)
     down[3:5] = True
