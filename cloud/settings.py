@@ -78,6 +78,13 @@ class Settings(BaseSettings):
         300.0, ge=0, description="records stamped further ahead of the cloud's clock are rejected"
     )
     ingest_registry_refresh_s: float = Field(30.0, gt=0)
+    ingest_linger_ms: float = Field(
+        5.0,
+        ge=0,
+        le=1000,
+        description="after a batch arrives, a worker waits this long for more to store with "
+        "it in one write: fewer, larger writes at moderate load, for as much added latency",
+    )
 
     # --- API ---
     api_host: str = "127.0.0.1"

@@ -74,7 +74,7 @@ def tls_context(tls: TlsSettings, base_dir: Path | None) -> ssl.SSLContext:
     return context
 
 
-def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+def no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
     """paho's ``on_socket_open``: send every packet at once (see the module docstring)."""
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -156,7 +156,7 @@ class MqttUplink(Uplink):
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
-        client.on_socket_open = _no_delay
+        client.on_socket_open = no_delay
         props = _properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = s.session_expiry_s
         props.TopicAliasMaximum = 0

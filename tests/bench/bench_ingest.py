@@ -15,7 +15,9 @@ sends them).
    ``--window`` batches unacknowledged and counts acks for ``--seconds``; records/s =
    records acknowledged / time;
 3. latency: the publisher paced at half the measured throughput for ``--seconds``; for
-   every batch, publish → ack received (p50, p99, max).
+   every batch, publish → ack received (p50, p99, max). The tail is set beside InfluxDB's
+   cache snapshots in the same seconds (from its log): how many of the batches slower than
+   150 ms were in flight while one was written, and the p99 of the batches that were not.
 
 Everything shares this machine's cores (InfluxDB, Mosquitto, workers, publisher).
 Prints the figures and writes ``tests/bench/results/ingest.json``. Not a pass/fail test.
@@ -28,12 +30,14 @@ import json
 import multiprocessing
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +57,7 @@ from cloud.registry.refs import DeviceRef, GatewayInfo  # noqa: E402
 from cloud.settings import Settings  # noqa: E402
 from cloud.tsdb.influx import InfluxStore, line_protocol  # noqa: E402
 from edge_agent.protocol import Record, RecordKind, decode_ack, encode_batch  # noqa: E402
+from edge_agent.uplink.mqtt import no_delay  # noqa: E402
 
 RESULTS = HERE / "results" / "ingest.json"
 
@@ -206,6 +211,7 @@ class Publisher:
         self.client.max_inflight_messages_set(0)
         self.client.max_queued_messages_set(0)
         self.client.on_message = self.on_message
+        self.client.on_socket_open = no_delay  # as the agent's uplink does
         self.client.connect("127.0.0.1", port)
         self.client.subscribe("edgewatch/v1/+/ack", qos=1)
         self.client.loop_start()
@@ -283,7 +289,7 @@ def latency(
 ) -> dict[str, float]:
     interval = batch / rate
     keys = []
-    next_t = time.perf_counter()
+    started = next_t = time.perf_counter()
     deadline = next_t + seconds
     for gw, first, n, payload, _ in batches:
         if time.perf_counter() >= deadline:
@@ -296,15 +302,57 @@ def latency(
     with pub.cond:
         while any(k not in pub.acked for k in keys) and time.perf_counter() < end:
             pub.cond.wait(0.5)
-    lat = sorted((pub.acked[k] - pub.sent[k]) * 1000 for k in keys if k in pub.acked)
+    spans = [(pub.sent[k], pub.acked[k]) for k in keys if k in pub.acked]
+    lat = sorted((acked - sent) * 1000 for sent, acked in spans)
     q = statistics.quantiles(lat, n=100)
     return {
+        "spans": spans,
+        "started": started,
         "offered_records_per_s": rate,
         "batches": len(keys),
         "acked": len(lat),
         "p50_ms": q[49],
         "p99_ms": q[98],
         "max_ms": lat[-1],
+    }
+
+
+SLOW_MS = 150.0
+
+
+def snapshots(log: Path) -> list[tuple[float, float]]:
+    """The InfluxDB cache snapshots in ``log``: (start, end) on ``time.perf_counter``'s
+    clock. A snapshot writes the in-memory cache to a TSM file; on a machine the store
+    shares, it takes a core for a few hundred milliseconds."""
+    offset = time.time() - time.perf_counter()
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        m = re.search(r"^ts=(\S+) .*msg=\"Cache snapshot \(end\)\".*op_elapsed=([0-9.]+)ms", line)
+        if m:
+            end = datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp()
+            found.append((end - float(m.group(2)) / 1000 - offset, end - offset))
+    return found
+
+
+def attribute_tail(lat: dict[str, Any], snaps: list[tuple[float, float]]) -> dict[str, Any]:
+    """How many batches slower than :data:`SLOW_MS` were in flight while InfluxDB wrote a
+    cache snapshot, and the percentiles of the batches that were not."""
+    spans = lat.pop("spans")
+    started = lat.pop("started")
+    during = [s for s in snaps if s[1] >= started and s[0] <= spans[-1][1]]
+    slow = [(a, b) for a, b in spans if (b - a) * 1000 > SLOW_MS]
+    overlap = [(a, b) for a, b in slow if any(s0 <= b and a <= s1 for s0, s1 in during)]
+    clear = sorted(
+        (b - a) * 1000 for a, b in spans if not any(s0 <= b and a <= s1 for s0, s1 in during)
+    )
+    q = statistics.quantiles(clear, n=100) if len(clear) > 100 else [float("nan")] * 99
+    return {
+        "influx_snapshots": len(during),
+        "influx_snapshot_ms": [round((s1 - s0) * 1000, 1) for s0, s1 in during],
+        "slow_batches": len(slow),
+        "slow_batches_during_a_snapshot": len(overlap),
+        "batches_clear_of_snapshots": len(clear),
+        "p99_ms_clear_of_snapshots": q[98],
     }
 
 
@@ -378,6 +426,16 @@ def main() -> int:
                     f"max {lat['max_ms']:.1f} ms ({lat['acked']}/{lat['batches']} acked)",
                     flush=True,
                 )
+                tail = attribute_tail(lat, snapshots(influx.log_path))
+                print(
+                    f"  InfluxDB cache snapshots meanwhile: {tail['influx_snapshots']} "
+                    f"({', '.join(f'{ms:.0f}' for ms in tail['influx_snapshot_ms'])} ms); "
+                    f"batches over {SLOW_MS:.0f} ms: {tail['slow_batches']}, "
+                    f"{tail['slow_batches_during_a_snapshot']} of them in flight during one; "
+                    f"p99 of the {tail['batches_clear_of_snapshots']} batches clear of "
+                    f"snapshots {tail['p99_ms_clear_of_snapshots']:.1f} ms",
+                    flush=True,
+                )
             finally:
                 pub.close()
                 workers.terminate()
@@ -397,6 +455,7 @@ def main() -> int:
         "ingest": thr,
         "ingest_share_of_raw": thr["records_per_s"] / raw["write_points_per_s"],
         "latency_at_half_load": lat,
+        "latency_tail": tail,
         "records_acked": acked,
         "points_stored": stored,
     }

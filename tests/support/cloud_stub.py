@@ -98,7 +98,8 @@ class Broker:
         self.starts += 1
         log = self.workdir / f"mosquitto-{self.port}.log"
         conf = self.workdir / f"mosquitto-{self.port}.conf"
-        lines = [f"listener {self.port} {LOOPBACK}"]
+        # set_tcp_nodelay as in deploy/cloud/mosquitto.conf
+        lines = [f"listener {self.port} {LOOPBACK}", "set_tcp_nodelay true"]
         if self.password_file is None:
             lines.append("allow_anonymous true")
         else:

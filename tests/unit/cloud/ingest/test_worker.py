@@ -12,6 +12,7 @@ worker's prepare and store steps are driven directly.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -232,3 +233,36 @@ def test_an_unexpected_error_stops_the_worker_instead_of_leaving_it_half_alive(
         t.join(5)
     assert not any(t.is_alive() for t in threads), "a worker thread outlived the failure"
     assert w.failed.is_set() and w.counts["stored"] == 0
+
+
+# ---- grouping batches into one write ------------------------------------------------------
+
+
+def test_a_batch_arriving_within_the_linger_joins_the_write(store: TimeSeriesStore) -> None:
+    service = IngestService(store, StaticDirectory({"gw-1": GW}), clock=lambda: NOW + 60)
+    w = IngestWorker(Settings(), service, client_id="test-worker", linger_s=5.0, max_batches=2)
+    threading.Timer(0.05, w._queue.put, args=(message(2),)).start()
+    started = time.monotonic()
+    group = w._collect(message(1))
+    assert [m.mid for m in group] == [1, 2]
+    # a full group goes at once instead of waiting out the linger
+    assert time.monotonic() - started < 4.0
+
+
+def test_without_a_linger_only_what_already_waits_joins(store: TimeSeriesStore) -> None:
+    service = IngestService(store, StaticDirectory({"gw-1": GW}), clock=lambda: NOW + 60)
+    w = IngestWorker(Settings(ingest_linger_ms=0), service, client_id="test-worker")
+    assert w.linger_s == 0.0
+    w._queue.put(message(2))
+    threading.Timer(0.05, w._queue.put, args=(message(3),)).start()
+    assert [m.mid for m in w._collect(message(1))] == [1, 2]
+    time.sleep(0.2)
+    assert [m.mid for m in w._collect(w._queue.get_nowait())] == [3]
+
+
+def test_the_linger_is_bounded(store: TimeSeriesStore) -> None:
+    service = IngestService(store, StaticDirectory({"gw-1": GW}), clock=lambda: NOW + 60)
+    w = IngestWorker(Settings(), service, client_id="test-worker", linger_s=0.05)
+    started = time.monotonic()
+    assert [m.mid for m in w._collect(message(1))] == [1]
+    assert time.monotonic() - started >= 0.05
