@@ -32,7 +32,7 @@ from models.featurize import (
     typical_interval,
     window_table,
 )
-from models.metrics import Episode
+from models.metrics import HORIZONS_H, Episode
 
 log = logging.getLogger(__name__)
 
@@ -407,10 +407,11 @@ class RiskReport:
         p_part = np.zeros(down.shape)
         p_part[~down] = ph
         self.alerts[a] = risk.alert_episodes(table["t"][part], p_part, model.threshold, down)
+        # the failures the @H metrics can judge: the same set whatever the model's horizon
         pairs = [
             (f, k)
             for f, k in zip(table["failures"], table["failure_types"], strict=True)
-            if t[0] < f <= t[-1] + 3600 * model.horizon_h
+            if t[0] < f <= t[-1] + 3600 * max(HORIZONS_H)
         ]
         self.failures[a] = [f for f, _ in pairs]
         self.failure_types[a] = [k for _, k in pairs]

@@ -134,3 +134,40 @@ def test_fit_and_evaluate_a_risk_model(tmp_path: Path) -> None:
     # the vibration grows for 5 days before each failure: warned 3 days ahead or more
     assert r["ahead@72h"] == 1.0 and r["median_lead_h@72h"] >= 72
     assert r["per_fault_type"]["bearing_wear"]["failures"] == 3
+
+
+class _FixedRisk:
+    """A stand-in for a loaded risk model: P rises to 1 from the 10th window on."""
+
+    threshold = 0.5
+
+    def __init__(self, horizon_h: float) -> None:
+        self.horizon_h = horizon_h
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        p = (np.arange(x.shape[0]) >= 10).astype(np.float64)
+        return p, p, np.ones((x.shape[0], 1))
+
+
+def test_the_failures_judged_do_not_depend_on_the_model_horizon() -> None:
+    """A model trained for a longer horizon is judged on the same failures as a 72-h one:
+    those in the test part or within 72 h after it (a failure 100 h after the data ends
+    can be warned of by no model that these metrics judge)."""
+    from models.pipeline import RiskReport
+
+    hour = 3600.0
+    t = np.arange(40) * hour
+    table = {
+        "asset_id": "a1",
+        "t": t,
+        "x": np.zeros((40, 2)),
+        "train": np.zeros(40, dtype=bool),
+        "down": np.zeros(40, dtype=bool),
+        "failures": [t[-1] + 50 * hour, t[-1] + 100 * hour],
+        "failure_types": ["leak", "leak"],
+        "ttf": np.full(40, 1e9),
+    }
+    for horizon_h in (72.0, 168.0):
+        report = RiskReport()
+        report.add(table, _FixedRisk(horizon_h))  # type: ignore[arg-type]
+        assert report.failures["a1"] == [t[-1] + 50 * hour]
