@@ -143,6 +143,8 @@ def test_score_is_causal_and_evaluate_finds_the_anomaly(tmp_path: Path) -> None:
     assert m["segments"] == 1 and m["median_delay_s"] <= 20 * 60
     card = json.loads((out / "card.json").read_text())
     assert card["evaluations"][-1]["metrics"]["anomaly"]["f1"] == m["f1"]
+    # the per-file detail stays in the metrics file; the card (package data) keeps totals
+    assert m["per_file"] and "per_file" not in card["evaluations"][-1]["metrics"]["anomaly"]
     assert f"f1: {m['f1']:.4g}" in (out / "card.md").read_text()
 
 
