@@ -397,7 +397,8 @@ def _serve(settings: Settings, index: int, metrics_port: int | None) -> None:
     worker.start()
     # What start-up built (modules, settings, the registry's cache) lives as long as the
     # process: kept out of the collector's full passes, which otherwise stopped a worker
-    # for 76 ms on average (125 ms at most) about once a second under load.
+    # for 76 ms on average and 125 ms at most (11 passes in one tests/bench/bench_ingest.py
+    # run of two workers; 33 ms at most since).
     gc.freeze()
     rollups = None
     if index == 0:
