@@ -181,12 +181,6 @@ class RiskModel:
         return p24, ph, np.asarray(e / e.sum(axis=1, keepdims=True), dtype=np.float64)
 
 
-def alert_starts(t: F64, active: B) -> F64:
-    """Times at which ``active`` turns on."""
-    prev = np.concatenate([[False], active[:-1]])
-    return np.asarray(t[active & ~prev], dtype=np.float64)
-
-
 def alert_episodes(t: F64, p: F64, threshold: float, down: B | None = None) -> list[Episode]:
     """Alerts as ``(raised, cleared)``, with hysteresis: an alert is raised when ``p`` rises
     above ``threshold`` and cleared only after ``p`` stayed below ``threshold × CLEAR_RATIO``

@@ -38,12 +38,6 @@ def test_trailing_statistics_are_causal() -> None:
     assert slope[5] == pytest.approx(48.0)  # 2 per hour
 
 
-def test_alerts_start_where_risk_rises_above_the_threshold() -> None:
-    t = np.arange(8.0)
-    on = np.array([0, 1, 1, 0, 1, 0, 0, 1], bool)
-    assert risk.alert_starts(t, on).tolist() == [1.0, 4.0, 7.0]
-
-
 def test_alerts_have_hysteresis_and_none_while_down() -> None:
     t = np.arange(12) * 12 * H
     p = np.array([0.1, 0.9, 0.7, 0.9, 0.3, 0.3, 0.3, 0.9, 0.9, 0.9, 0.9, 0.1])
