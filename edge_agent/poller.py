@@ -72,6 +72,12 @@ _EWMA_ALPHA = 0.2
 _PROBE_MARGIN_S = 0.02
 
 
+def _ewma(average: float | None, sample: float) -> float:
+    """``average`` moved :data:`_EWMA_ALPHA` of the way to ``sample`` (the first sample
+    starts it)."""
+    return sample if average is None else average + _EWMA_ALPHA * (sample - average)
+
+
 # -- pure scheduling -------------------------------------------------------------------
 @dataclass(frozen=True)
 class BackoffPolicy:
@@ -531,8 +537,7 @@ class Poller:
             log.info("device %s: trying point %s again (refused before)", dev.id, name)
         ts = self._clock()
         late = max(0.0, self._monotonic() - job.due)
-        prev = dev.late_ewma_s
-        dev.late_ewma_s = late if prev is None else prev + _EWMA_ALPHA * (late - prev)
+        dev.late_ewma_s = _ewma(dev.late_ewma_s, late)
         dev.polls += 1
         values: dict[str, PointValue] = {}
         errors: dict[str, str] = {}
@@ -580,11 +585,7 @@ class Poller:
             took = self._monotonic() - t0
             rtt += took
             dev.ok += 1
-            dev.rtt_ewma_s = (
-                took
-                if dev.rtt_ewma_s is None
-                else (dev.rtt_ewma_s + _EWMA_ALPHA * (took - dev.rtt_ewma_s))
-            )
+            dev.rtt_ewma_s = _ewma(dev.rtt_ewma_s, took)
             values.update(decoded)
             answered = True
             dev.refusals.confirm(block)

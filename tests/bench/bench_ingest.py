@@ -284,12 +284,17 @@ def throughput(pub: Publisher, batches: list[Any], seconds: float, window: int) 
     }
 
 
+Span = tuple[float, float]
+"""A batch's (published, ack received), on ``time.perf_counter``'s clock."""
+
+
 def latency(
     pub: Publisher, batches: list[Any], rate: float, seconds: float, batch: int
-) -> dict[str, float]:
+) -> tuple[dict[str, float], list[Span]]:
+    """The figures, and every acked batch's span (for :func:`attribute_tail`)."""
     interval = batch / rate
     keys = []
-    started = next_t = time.perf_counter()
+    next_t = time.perf_counter()
     deadline = next_t + seconds
     for gw, first, n, payload, _ in batches:
         if time.perf_counter() >= deadline:
@@ -305,9 +310,7 @@ def latency(
     spans = [(pub.sent[k], pub.acked[k]) for k in keys if k in pub.acked]
     lat = sorted((acked - sent) * 1000 for sent, acked in spans)
     q = statistics.quantiles(lat, n=100)
-    return {
-        "spans": spans,
-        "started": started,
+    figures = {
         "offered_records_per_s": rate,
         "batches": len(keys),
         "acked": len(lat),
@@ -315,12 +318,13 @@ def latency(
         "p99_ms": q[98],
         "max_ms": lat[-1],
     }
+    return figures, spans
 
 
 SLOW_MS = 150.0
 
 
-def snapshots(log: Path) -> list[tuple[float, float]]:
+def snapshots(log: Path) -> list[Span]:
     """The InfluxDB cache snapshots in ``log``: (start, end) on ``time.perf_counter``'s
     clock. A snapshot writes the in-memory cache to a TSM file; on a machine the store
     shares, it takes a core for a few hundred milliseconds."""
@@ -334,23 +338,23 @@ def snapshots(log: Path) -> list[tuple[float, float]]:
     return found
 
 
-def attribute_tail(lat: dict[str, Any], snaps: list[tuple[float, float]]) -> dict[str, Any]:
+def attribute_tail(spans: list[Span], snaps: list[Span]) -> dict[str, Any]:
     """How many batches slower than :data:`SLOW_MS` were in flight while InfluxDB wrote a
-    cache snapshot, and the percentiles of the batches that were not."""
-    spans = lat.pop("spans")
-    started = lat.pop("started")
-    during = [s for s in snaps if s[1] >= started and s[0] <= spans[-1][1]]
-    slow = [(a, b) for a, b in spans if (b - a) * 1000 > SLOW_MS]
-    overlap = [(a, b) for a, b in slow if any(s0 <= b and a <= s1 for s0, s1 in during)]
-    clear = sorted(
-        (b - a) * 1000 for a, b in spans if not any(s0 <= b and a <= s1 for s0, s1 in during)
-    )
+    cache snapshot, and the p99 of the batches that were not."""
+    first, last = min(a for a, _ in spans), max(b for _, b in spans)
+    during = [(s0, s1) for s0, s1 in snaps if s1 >= first and s0 <= last]
+    hit: list[float] = []
+    clear: list[float] = []
+    for a, b in spans:
+        overlaps = any(s0 <= b and a <= s1 for s0, s1 in during)
+        (hit if overlaps else clear).append((b - a) * 1000)
+    clear.sort()
     q = statistics.quantiles(clear, n=100) if len(clear) > 100 else [float("nan")] * 99
     return {
         "influx_snapshots": len(during),
         "influx_snapshot_ms": [round((s1 - s0) * 1000, 1) for s0, s1 in during],
-        "slow_batches": len(slow),
-        "slow_batches_during_a_snapshot": len(overlap),
+        "slow_batches": sum(ms > SLOW_MS for ms in hit) + sum(ms > SLOW_MS for ms in clear),
+        "slow_batches_during_a_snapshot": sum(ms > SLOW_MS for ms in hit),
         "batches_clear_of_snapshots": len(clear),
         "p99_ms_clear_of_snapshots": q[98],
     }
@@ -417,7 +421,7 @@ def main() -> int:
                     f"ingest: {thr['records_per_s']:,.0f} records/s ({args.workers} workers)",
                     flush=True,
                 )
-                lat = latency(
+                lat, spans = latency(
                     pub, batches[half:], thr["records_per_s"] / 2, args.seconds, args.batch
                 )
                 print(
@@ -426,7 +430,7 @@ def main() -> int:
                     f"max {lat['max_ms']:.1f} ms ({lat['acked']}/{lat['batches']} acked)",
                     flush=True,
                 )
-                tail = attribute_tail(lat, snapshots(influx.log_path))
+                tail = attribute_tail(spans, snapshots(influx.log_path))
                 print(
                     f"  InfluxDB cache snapshots meanwhile: {tail['influx_snapshots']} "
                     f"({', '.join(f'{ms:.0f}' for ms in tail['influx_snapshot_ms'])} ms); "
