@@ -132,7 +132,7 @@ class Settings(BaseSettings):
     )
     risk_thresholds: dict[str, float] = Field(
         default_factory=dict,
-        description='P(failure within the horizon) that opens an order, per asset type '
+        description='P(failure within the alert horizon) that opens an order, per asset type '
         '(JSON, e.g. {"compressor": 0.4}); default: the risk model\'s own threshold',
     )
     workorder_cooldown_h: float = Field(72.0, ge=0, le=24 * 365)

@@ -370,7 +370,9 @@ def fit_risk_models(
     detectors: dict[str, LoadedDetector],
     horizon_h: float,
     progress: Progress | None = None,
+    alert_horizon_h: float | None = None,
 ) -> dict[str, risk.RiskModel]:
+    """One risk model per asset type (:func:`models.risk.fit_risk`)."""
     tables: dict[str, list[dict[str, Any]]] = {}
     for rec in ds.recordings():
         det = detectors.get(rec.asset_type)
@@ -378,7 +380,9 @@ def fit_risk_models(
             tables.setdefault(rec.asset_type, []).append(risk_table(ds, rec, det))
         if progress is not None:
             progress(rec)
-    return {a: risk.fit_risk(a, horizon_h, rows) for a, rows in sorted(tables.items())}
+    return {
+        a: risk.fit_risk(a, horizon_h, rows, alert_horizon_h) for a, rows in sorted(tables.items())
+    }
 
 
 @dataclass
@@ -391,13 +395,16 @@ class RiskReport:
     observed_s: dict[str, float] = field(default_factory=dict)
     p: list[F64] = field(default_factory=list)
     y: list[npt.NDArray[np.bool_]] = field(default_factory=list)
+    typed: list[tuple[str, str]] = field(default_factory=list)
+    """Per alert a failure followed (within 72 h of its clearing): the fault type the model
+    named when the alert was raised, and the type of that failure."""
 
     def add(self, table: dict[str, Any], model: risk.LoadedRisk) -> None:
         test = ~table["train"] & ~table["down"]
         if not test.any():
             return
         t = table["t"][test]
-        _, ph, _ = model.run(table["x"][test])
+        out = model.run(table["x"][test])
         a = table["asset_id"]
         # alerts over the whole test part, down windows included (not scored), so that an
         # alert ends when its asset fails, and the quiet time after a repair is kept as
@@ -405,8 +412,16 @@ class RiskReport:
         part = ~table["train"]
         down = table["down"][part]
         p_part = np.zeros(down.shape)
-        p_part[~down] = ph
+        p_part[~down] = out.p_alert
         self.alerts[a] = risk.alert_episodes(table["t"][part], p_part, model.threshold, down)
+        fails = np.asarray(table["failures"], dtype=np.float64)
+        for raised, cleared in self.alerts[a]:
+            after = np.flatnonzero((fails > raised) & (fails <= cleared + 72 * 3600.0))
+            if after.size:
+                first = after[np.argmin(fails[after])]
+                row = min(int(np.searchsorted(t, raised)), t.size - 1)
+                named = model.fault_types[int(np.argmax(out.fault_probs[row]))]
+                self.typed.append((named, str(table["failure_types"][first])))
         # the failures the @H metrics can judge: the same set whatever the model's horizon
         pairs = [
             (f, k)
@@ -417,7 +432,7 @@ class RiskReport:
         self.failure_types[a] = [k for _, k in pairs]
         spacing = float(np.median(np.diff(t))) if t.size > 1 else 0.0
         self.observed_s[a] = spacing * t.size
-        self.p.append(ph)
+        self.p.append(out.p_horizon)
         self.y.append(table["ttf"][test] <= 3600 * model.horizon_h)
 
     def summary(self) -> dict[str, object]:
@@ -438,4 +453,9 @@ class RiskReport:
                 for k in ("failures", "recall@24h", "recall@72h", "ahead@72h", "median_lead_h@72h")
             }
         out["per_fault_type"] = per_type
+        out["fault_type_accuracy_at_alert"] = (
+            sum(named == actual for named, actual in self.typed) / len(self.typed)
+            if self.typed
+            else None
+        )
         return out

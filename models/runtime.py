@@ -12,8 +12,9 @@ same steps as offline evaluation (:func:`models.pipeline.score_windows`,
 2. contributions summed per signal (:func:`models.risk.signal_shares`), then the risk
    features (:func:`models.risk.risk_features`: trailing 24 h / 72 h means and the 72 h
    score trend);
-3. the risk graph on the rows asked for: P(failure ≤ 24 h), P(failure ≤ horizon), the fault
-   type probabilities and each risk input's share of the horizon logit.
+3. the risk graph on the rows asked for: P(failure ≤ 24 h), P(failure ≤ horizon),
+   P(failure ≤ alert horizon), the fault type probabilities and each risk input's share of
+   the alert logit.
 
 **Pass a baseline.** The shipped detectors were fitted with per-asset baselines (mode
 ``asset``): every training asset was standardised against its own healthy windows, and the
@@ -30,10 +31,12 @@ An :class:`Assessment` adds, for the user:
   chance of lasting the horizon, tempered by how far the current window is past the
   detector's threshold (a window at twice the threshold halves it); 100 at no risk and a
   score at or below the threshold, 0 at p72 = 1 (:func:`health_index`);
-- ``alert``: ``p72 ≥`` the risk model's threshold, per window. Offline alerting adds
+- ``alert``: ``p_alert ≥`` the risk model's threshold, per window (``p_alert``: P(failure
+  within the alert horizon), 336 h for the shipped models, so that an alert can come days
+  before the 72-h risk rises; see :mod:`models.risk`). Offline alerting adds
   hysteresis (:func:`models.risk.alert_episodes`); a caller that keeps state applies it;
 - ``top_signals``: the (at most 3) signals with the largest share of the *positive*
-  contributions to the horizon logit (the risk graph's ``contributions``: each input's
+  contributions to the alert logit (the risk graph's ``contributions``: each input's
   ``(x − μ) / σ · w``). Contributions are netted per group first: a signal's risk inputs
   (its 24-h and 72-h share means, whose weights often have opposite signs) form one group,
   the score inputs another. A signal's share is its group's net contribution, if positive,
@@ -77,7 +80,6 @@ log = logging.getLogger(__name__)
 F64 = npt.NDArray[np.float64]
 TOP_SIGNALS = 3
 _LONG_S = risk.LONG_H * 3600.0
-RISK_OUTPUTS = ("p24", "p_horizon", "fault_probs", "contributions")
 
 # Everything onnxruntime raises (its pybind11 exceptions derive straight from Exception).
 _ORT_ERRORS: tuple[type[BaseException], ...] = (
@@ -94,7 +96,7 @@ class SignalTrend:
     """A signal as the feature names spell it: ``discharge_temp``, or a derived one such as
     ``discharge_temp-ambient_temp``."""
     share: float
-    """Its share (0..1) of the horizon risk's positive contributions at the window."""
+    """Its share (0..1) of the alert risk's positive contributions at the window."""
     trend_per_day: float
     """Least-squares slope per day of its anomaly share over the trailing 72 h (> 0:
     rising), in score units per day."""
@@ -109,6 +111,9 @@ class Assessment:
     p72: float
     """P(failure ≤ horizon_h) (72 h for the shipped models)."""
     horizon_h: float
+    p_alert: float
+    """P(failure ≤ alert_horizon_h): what alerts (and work orders) are raised on."""
+    alert_horizon_h: float
     fault_type: str
     """The most likely fault type (argmax of ``fault_probs``)."""
     fault_probs: dict[str, float]
@@ -117,7 +122,7 @@ class Assessment:
     anomaly_score: float
     anomaly_threshold: float
     alert: bool
-    """``p72 ≥`` the risk model's threshold."""
+    """``p_alert ≥`` the risk model's threshold."""
     top_signals: tuple[SignalTrend, ...]
     """At most 3, largest share first; only signals with a positive share."""
 
@@ -185,7 +190,7 @@ def top_signals(
     k: int = TOP_SIGNALS,
 ) -> tuple[SignalTrend, ...]:
     """The ``k`` signals with the largest share of the positive contributions to the
-    horizon logit (``risk_contributions``, one row of the risk graph's output; see the
+    alert logit (``risk_contributions``, one row of the risk graph's output; see the
     module docstring), with the trend of their anomaly share (``anomaly_shares``: windows
     × signals, at window ends ``t``) over the trailing :data:`models.risk.LONG_H` hours at
     ``row``."""
@@ -266,7 +271,7 @@ class RiskRuntime:
         return self._get(asset_type).spec
 
     def threshold(self, asset_type: str) -> float:
-        """The risk model's alert threshold on P(failure within the horizon)."""
+        """The risk model's alert threshold on P(failure within the alert horizon)."""
         return self._get(asset_type).threshold
 
     def baseline(self, asset_type: str, reference_x: npt.ArrayLike) -> Standardizer:
@@ -327,13 +332,13 @@ class RiskRuntime:
                 rx, _ = risk.risk_features(t, score[a:b], shares, signals)
                 inputs.append(rx[-k:])
             scored.append((t, score[a:b], shares, k))
-        p24, ph, fp, rc = m.risk.run_with_contributions(np.vstack(inputs))
+        ro = m.risk.run(np.vstack(inputs))
         out: list[list[Assessment]] = []
         r = 0
         for t, sc, shares, k in scored:
             out.append(
                 [
-                    _assessment(m, t, sc, shares, row, p24[i], ph[i], fp[i], rc[i])
+                    _assessment(m, t, sc, shares, row, ro, i)
                     for i, row in zip(range(r, r + k), range(t.size - k, t.size), strict=True)
                 ]
             )
@@ -365,24 +370,27 @@ def _assessment(
     score: F64,
     shares: F64,
     row: int,
-    p24: float,
-    ph: float,
-    fp: F64,
-    rc: F64,
+    ro: risk.RiskOutput,
+    i: int,
 ) -> Assessment:
+    """Window ``row`` of one device (``t``, ``score``, ``shares``), whose risk is row ``i``
+    of ``ro``."""
     threshold = m.detector.threshold
+    ph, pa, fp = float(ro.p_horizon[i]), float(ro.p_alert[i]), ro.fault_probs[i]
     return Assessment(
         ts=float(t[row]),
-        p24=float(p24),
-        p72=float(ph),
+        p24=float(ro.p24[i]),
+        p72=ph,
         horizon_h=m.horizon_h,
+        p_alert=pa,
+        alert_horizon_h=m.risk.alert_horizon_h,
         fault_type=m.fault_types[int(np.argmax(fp))],
         fault_probs={k: float(v) for k, v in zip(m.fault_types, fp, strict=True)},
-        health=health_index(float(ph), float(score[row]), threshold),
+        health=health_index(ph, float(score[row]), threshold),
         anomaly_score=float(score[row]),
         anomaly_threshold=threshold,
-        alert=bool(ph >= m.threshold),
-        top_signals=top_signals(rc, m.input_signal, m.signals, t, shares, row),
+        alert=pa >= m.threshold,
+        top_signals=top_signals(ro.contributions[i], m.input_signal, m.signals, t, shares, row),
     )
 
 
@@ -431,6 +439,7 @@ def _load_asset(det: LoadedDetector) -> _AssetModels:
         fault_types = tuple(str(k) for k in meta["fault_types"])
         threshold = float(meta["threshold"])
         horizon_h = float(meta["horizon_h"])
+        alert_horizon_h = float(meta.get("alert_horizon_h", horizon_h))
         spans = (float(meta.get("short_h", risk.SHORT_H)), float(meta.get("long_h", risk.LONG_H)))
     except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{meta_path}: missing or malformed key ({exc!r})") from None
@@ -447,6 +456,11 @@ def _load_asset(det: LoadedDetector) -> _AssetModels:
     if not fault_types or not 0 <= threshold <= 1 or not horizon_h > 0:
         raise ArtifactError(
             f"{meta_path}: needs fault_types, a threshold in [0, 1] and a positive horizon_h"
+        )
+    if not alert_horizon_h >= horizon_h:
+        raise ArtifactError(
+            f"{meta_path}: alert_horizon_h {alert_horizon_h:g} is shorter than horizon_h "
+            f"{horizon_h:g}"
         )
     f = len(det.feature_names)
     _, signals = risk.signal_shares(det.feature_names, np.zeros((1, f)))
@@ -487,11 +501,11 @@ def _check_risk_graph(loaded: risk.LoadedRisk, path: Path, n: int, k: int) -> No
         len(inputs) == 1
         and inputs[0][0] == "features"
         and inputs[0][1][-1] == n
-        and list(outputs) == list(RISK_OUTPUTS)
+        and tuple(outputs) in (risk.OUTPUTS, risk.LEGACY_OUTPUTS)
         and outputs["fault_probs"][-1] == k
     )
     if not ok:
         raise ArtifactError(
-            f"{path}: expected input features [batch, {n}] and outputs {list(RISK_OUTPUTS)} "
+            f"{path}: expected input features [batch, {n}] and outputs {list(risk.OUTPUTS)} "
             f"(fault_probs [batch, {k}]); the graph has inputs {inputs}, outputs {outputs}"
         )

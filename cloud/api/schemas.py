@@ -532,19 +532,25 @@ class TopSignalOut(BaseModel):
 
 
 class RiskScoreOut(_Out):
-    """One assessment of a device: P(failure within 24 h and within the horizon), the
-    likeliest fault, a 0-100 health index and the signals that drive it."""
+    """One assessment of a device: P(failure within 24 h, within the horizon and within
+    the alert horizon), the likeliest fault, a 0-100 health index and the signals that
+    drive the alert risk."""
 
     ts: datetime = Field(description="the end of the window the assessment is for")
     computed_at: datetime
     p24: float
     p72: float = Field(description="P(failure within horizon_h hours)")
     horizon_h: float
+    p_alert: float | None = Field(
+        description="P(failure within alert_horizon_h hours), which alert is judged on; "
+        "null for assessments made before alerts had their own horizon (they alerted on p72)"
+    )
+    alert_horizon_h: float | None
     fault_type: str
     fault_probs: dict[str, float]
     health: int = Field(description="0 (failing) to 100 (healthy)")
     anomaly_score: float | None
-    alert: bool
+    alert: bool = Field(description="p_alert reached the asset type's alert threshold")
     top_signals: list[TopSignalOut] = Field(description="largest share first")
     model: str
 
@@ -558,6 +564,8 @@ class RiskScoreOut(_Out):
                     "p24": 0.18,
                     "p72": 0.64,
                     "horizon_h": 72.0,
+                    "p_alert": 0.97,
+                    "alert_horizon_h": 336.0,
                     "fault_type": "refrigerant_leak",
                     "fault_probs": {"refrigerant_leak": 0.81, "condenser_fouling": 0.12},
                     "health": 41,

@@ -345,9 +345,16 @@ def build_ticket(session: Session, msg: Claimed) -> Ticket:
         f"Likely cause: {order.cause}",
         f"Remedy: {order.remedy}",
     ]
+    risk = order.evidence.get("risk") or {}
+    p_alert, alert_h = risk.get("p_alert"), risk.get("alert_horizon_h")
     if order.p72 is not None:
         lines.append(
             f"Risk: P(failure ≤ 24 h) {order.p24 or 0:.0%}, ≤ 72 h {order.p72:.0%}"
+            + (
+                f", ≤ {alert_h:g} h {p_alert:.0%}"
+                if isinstance(p_alert, float) and isinstance(alert_h, float | int)
+                else ""
+            )
             + (f", expected within {order.lead_time_h:g} h" if order.lead_time_h else "")
         )
     lines += [
@@ -370,6 +377,8 @@ def build_ticket(session: Session, msg: Claimed) -> Ticket:
         "risk": {
             "p24": order.p24,
             "p72": order.p72,
+            "p_alert": p_alert,
+            "alert_horizon_h": alert_h,
             "health": order.health,
             "lead_time_h": order.lead_time_h,
             "at": order.risk_at.isoformat() if order.risk_at else None,

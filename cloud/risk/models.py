@@ -34,6 +34,10 @@ class RiskScore(Base):
     p24: Mapped[float] = mapped_column(Float)
     p72: Mapped[float] = mapped_column(Float)
     horizon_h: Mapped[float] = mapped_column(Float)
+    p_alert: Mapped[float | None] = mapped_column(Float)
+    """P(failure within ``alert_horizon_h``), which ``alert`` is judged on; null for rows
+    scored before alerts had their own horizon (they alerted on ``p72``)."""
+    alert_horizon_h: Mapped[float | None] = mapped_column(Float)
     fault_type: Mapped[str] = mapped_column(String(96))
     fault_probs: Mapped[dict[str, float]] = mapped_column(JSON)
     health: Mapped[int] = mapped_column(Integer)

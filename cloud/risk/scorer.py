@@ -14,8 +14,8 @@ partition``); several scorer processes with the same ``partitions`` and differen
 Scoring a device: the windows of the last ``spec.history_s`` from the time-series store
 (the risk model's features only), its baseline (its first ``baseline_days`` of windows,
 cached once complete; the fleet's until then), :meth:`models.runtime.RiskRuntime.assess`,
-:func:`cloud.workorders.service.trigger` when P(failure within the horizon) reaches the
-asset type's threshold, then one :class:`~cloud.risk.models.RiskScore` row per window end
+:func:`cloud.workorders.service.trigger` when P(failure within the alert horizon) reaches
+the asset type's threshold, then one :class:`~cloud.risk.models.RiskScore` row per window end
 (a window already scored is not scored again). Every step is idempotent and a window is
 done only once its score is stored, so a scorer killed midway loses nothing but time.
 
@@ -66,7 +66,8 @@ class ScorerConfig:
     poll_s: float = 2.0
     baseline_days: float = 14.0
     thresholds: Mapping[str, float] = field(default_factory=dict)
-    """P72 that opens an order, per asset type; missing: the risk model's threshold."""
+    """P(failure within the alert horizon) that opens an order, per asset type; missing:
+    the risk model's threshold."""
     alarm_severities: frozenset[str] = frozenset({"critical", "major"})
     chunk: int = 256
     """Devices per database round and per model call in the scheduled pass."""
@@ -235,7 +236,7 @@ class RiskScorer:
             # unscored, to be triggered again (idempotently) by the next pass.
             done = []
             for dev, a in self._unscored(pairs):
-                if a.p72 >= self.threshold(asset_type):
+                if a.p_alert >= self.threshold(asset_type):
                     try:
                         stats.count(self._trigger(dev, a))
                     except RegistryUnavailable:
@@ -301,6 +302,8 @@ class RiskScorer:
                             "p24": a.p24,
                             "p72": a.p72,
                             "horizon_h": a.horizon_h,
+                            "p_alert": a.p_alert,
+                            "alert_horizon_h": a.alert_horizon_h,
                             "fault_type": a.fault_type,
                             "fault_probs": a.fault_probs,
                             "health": a.health,
@@ -331,6 +334,8 @@ class RiskScorer:
             p72=a.p72,
             threshold=self.threshold(dev.asset_type),
             horizon_h=a.horizon_h,
+            p_alert=a.p_alert,
+            alert_horizon_h=a.alert_horizon_h,
             health=a.health,
             evidence={
                 "top_signals": [

@@ -80,14 +80,15 @@ SLA: Final = {
 """Response time by priority."""
 
 
-def risk_points(p24: float, p72: float, threshold: float) -> int:
+def risk_points(p24: float, p72: float, threshold: float, p_alert: float | None = None) -> int:
     """0-3: imminent (P24 ≥ 0.5 or P72 ≥ 0.8) 3, likely (P72 ≥ 0.5) 2, over the opening
-    threshold 1, below it 0."""
+    threshold 1, below it 0. The threshold applies to ``p_alert`` (the risk within the
+    model's alert horizon), or to P72 for a model without one."""
     if p24 >= 0.5 or p72 >= 0.8:
         return 3
     if p72 >= 0.5:
         return 2
-    return 1 if p72 >= threshold else 0
+    return 1 if (p72 if p_alert is None else p_alert) >= threshold else 0
 
 
 def priority(points_risk: int, criticality: str, occupant_flags: Iterable[str]) -> int:
@@ -107,13 +108,22 @@ def priority(points_risk: int, criticality: str, occupant_flags: Iterable[str]) 
     return 3 if total >= 2 else 4
 
 
-def lead_time_h(p24: float, p72: float, horizon_h: float = 72.0) -> float | None:
+def lead_time_h(
+    p24: float,
+    p72: float,
+    horizon_h: float = 72.0,
+    p_alert: float | None = None,
+    alert_horizon_h: float | None = None,
+) -> float | None:
     """Expected hours to failure the risk says: 24 when P24 ≥ 0.5, the horizon when P72
-    ≥ 0.5, else None (no failure expected within the horizon)."""
+    ≥ 0.5, the alert horizon when P(alert horizon) ≥ 0.5, else None (no failure expected
+    within any of them)."""
     if p24 >= 0.5:
         return 24.0
     if p72 >= 0.5:
         return horizon_h
+    if p_alert is not None and alert_horizon_h is not None and p_alert >= 0.5:
+        return alert_horizon_h
     return None
 
 

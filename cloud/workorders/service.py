@@ -112,11 +112,20 @@ class Trigger:
     p24: float | None = None
     p72: float | None = None
     threshold: float = 0.5
-    """The asset type's opening threshold on P72 (risk triggers only)."""
+    """The asset type's opening threshold on :attr:`p_open` (risk triggers only)."""
     horizon_h: float = 72.0
+    p_alert: float | None = None
+    """P(failure within ``alert_horizon_h``), which the threshold applies to; None: a
+    model without its own alert horizon, whose alerts are on P72."""
+    alert_horizon_h: float | None = None
     health: int | None = None
     evidence: Mapping[str, Any] = field(default_factory=dict)
     note: str = ""
+
+    @property
+    def p_open(self) -> float | None:
+        """The probability the opening threshold applies to."""
+        return self.p72 if self.p_alert is None else self.p_alert
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +185,8 @@ def _trigger_chunk(
     results: dict[int, TriggerResult | NotFound] = {}
     todo: list[tuple[int, Trigger]] = []
     for i, t in enumerate(triggers):
-        if t.source is Source.RISK and (t.p72 is None or t.p72 < t.threshold):
+        p = t.p_open
+        if t.source is Source.RISK and (p is None or p < t.threshold):
             results[i] = TriggerResult("below_threshold")
         else:
             todo.append((i, t))
@@ -457,7 +467,9 @@ class _Chunk:
             key = open_key(t.device_id, t.fault)
             prio = _priority(t, device)
             lead = (
-                policy.lead_time_h(t.p24 or 0.0, t.p72 or 0.0, t.horizon_h)
+                policy.lead_time_h(
+                    t.p24 or 0.0, t.p72 or 0.0, t.horizon_h, t.p_alert, t.alert_horizon_h
+                )
                 if t.source is Source.RISK
                 else None
             )
@@ -760,7 +772,7 @@ def _priority(t: Trigger, device: _Device) -> int:
     points = (
         2
         if t.source is not Source.RISK
-        else policy.risk_points(t.p24 or 0.0, t.p72 or 0.0, t.threshold)
+        else policy.risk_points(t.p24 or 0.0, t.p72 or 0.0, t.threshold, t.p_alert)
     )
     return policy.priority(points, device.criticality, device.occupant_flags)
 
@@ -771,7 +783,14 @@ def _evidence(t: Trigger, pol: OrderPolicy, now: datetime) -> dict[str, Any]:
     base = pol.public_url.rstrip("/")
     return {
         **dict(t.evidence),
-        "risk": {"p24": t.p24, "p72": t.p72, "health": t.health, "at": t.at.isoformat()},
+        "risk": {
+            "p24": t.p24,
+            "p72": t.p72,
+            "p_alert": t.p_alert,
+            "alert_horizon_h": t.alert_horizon_h,
+            "health": t.health,
+            "at": t.at.isoformat(),
+        },
         "charts": f"{base}/dashboard/devices/{t.device_id}?start={start}&end={end}",
         "api": f"{base}/v1/devices/{t.device_id}/risk",
         "recorded_at": now.isoformat(),

@@ -311,7 +311,7 @@ def test_a_leak_becomes_one_work_order_and_one_ticket_before_the_failure(
         tickets = s.scalars(select(TicketRef)).all()
         scores = {
             name: s.execute(
-                select(func.count(), func.max(RiskScore.p72)).where(RiskScore.device_id == id_)
+                select(func.count(), func.max(RiskScore.p_alert)).where(RiskScore.device_id == id_)
             ).one()
             for name, id_ in ids.items()
         }
@@ -341,7 +341,7 @@ def test_a_leak_becomes_one_work_order_and_one_ticket_before_the_failure(
         f"lead time: work order {(failed_at - opened) / H:.1f} h, "
         f"ticket {lead_h:.1f} h before the failure"
     )
-    n_ok, p72_ok = scores["cc-ok"]
-    assert n_ok > 0 and p72_ok is not None and p72_ok < runtime.threshold("compressor")
+    n_ok, alert_ok = scores["cc-ok"]  # the healthy compressor never reached the threshold
+    assert n_ok > 0 and alert_ok is not None and alert_ok < runtime.threshold("compressor")
     assert depth <= 10  # the agent's buffer drained: everything was acknowledged
     assert not math.isnan(lead_h)

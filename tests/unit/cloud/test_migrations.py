@@ -41,7 +41,7 @@ def test_migrate_is_idempotent_and_reaches_head(tmp_path: Path) -> None:
     assert current_revision(url) is None
     migrate(url)
     migrate(url)
-    assert current_revision(url) == head_revision() == "0007"
+    assert current_revision(url) == head_revision() == "0008"
 
 
 def test_downgrade_to_base_removes_every_table_and_upgrade_restores_them(tmp_path: Path) -> None:

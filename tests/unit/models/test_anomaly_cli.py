@@ -308,8 +308,10 @@ def test_shipped_default_models_load_in_the_agent_and_the_cloud_format() -> None
         assert needed <= points[asset], needed - points[asset]  # the gateway can read them
         rm = load_risk(folder)
         assert rm is not None and rm.horizon_h == 72
-        p24, ph, fault = rm.run(np.zeros((1, len(rm.meta["feature_names"]))))
-        assert 0 <= p24[0] <= 1 and 0 <= ph[0] <= 1 and fault.sum() == pytest.approx(1, abs=1e-5)
+        assert rm.alert_horizon_h == 336  # alerts on the risk within 14 days
+        out = rm.run(np.zeros((1, len(rm.meta["feature_names"]))))
+        assert all(0 <= p[0] <= 1 for p in (out.p24, out.p_horizon, out.p_alert))
+        assert out.fault_probs.sum() == pytest.approx(1, abs=1e-5)
     card = json.loads((artifacts / "card.json").read_text())
     assert card["task"] == "risk" and card["evaluations"]
 

@@ -108,15 +108,25 @@ def test_fit_and_evaluate_a_risk_model(tmp_path: Path) -> None:
     assert main(["fit", "--task", "risk", "--dataset", str(train), "--out", str(out), *args]) == 0
     meta = json.loads((out / "pump" / "risk" / "risk.json").read_text())
     assert meta["fault_types"] == ["bearing_wear"] and meta["horizon_h"] == 72
+    # the alert horizon: of those tried, one that reached the target precision on the
+    # training part and warned the most failures 72 h ahead
+    tried = meta["info"]["alert_horizons"]
+    assert set(tried) == {"72", "168", "336"}
+    precise = {h: f for h, f in tried.items() if f["train_precision"] >= risk.TARGET_PRECISION}
+    assert f"{meta['alert_horizon_h']:g}" in precise
+    chosen = precise[f"{meta['alert_horizon_h']:g}"]
+    assert chosen["train_ahead"] == max(f["train_ahead"] for f in precise.values())
+    assert meta["threshold"] == chosen["threshold"]
     # the exported graph runs in onnxruntime with the documented outputs
     sess = ort.InferenceSession(
         (out / "pump" / "risk" / "risk.onnx").read_bytes(), providers=["CPUExecutionProvider"]
     )
     names = [o.name for o in sess.get_outputs()]
-    assert names == ["p24", "p_horizon", "fault_probs", "contributions"]
+    assert names == ["p24", "p_horizon", "p_alert", "fault_probs", "contributions"]
     x = np.zeros((2, len(meta["feature_names"])), np.float32)
-    p24, ph, fp, contrib = sess.run(None, {"features": x})
-    assert p24.shape == ph.shape == (2,) and fp.shape == (2, 1) and contrib.shape == x.shape
+    p24, ph, pa, fp, contrib = sess.run(None, {"features": x})
+    assert p24.shape == ph.shape == pa.shape == (2,)
+    assert fp.shape == (2, 1) and contrib.shape == x.shape
 
     metrics = tmp_path / "m.json"
     run_models("evaluate", "--model", str(out), "--dataset", str(test), "--out", str(metrics))
@@ -128,19 +138,21 @@ def test_fit_and_evaluate_a_risk_model(tmp_path: Path) -> None:
     # the vibration grows for 5 days before each failure: warned 3 days ahead or more
     assert r["ahead@72h"] == 1.0 and r["median_lead_h@72h"] >= 72
     assert r["per_fault_type"]["bearing_wear"]["failures"] == 3
+    assert r["fault_type_accuracy_at_alert"] == 1.0  # the only type there is
 
 
 class _FixedRisk:
     """A stand-in for a loaded risk model: P rises to 1 from the 10th window on."""
 
     threshold = 0.5
+    fault_types = ("leak",)
 
     def __init__(self, horizon_h: float) -> None:
         self.horizon_h = horizon_h
 
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def run(self, x: np.ndarray) -> risk.RiskOutput:
         p = (np.arange(x.shape[0]) >= 10).astype(np.float64)
-        return p, p, np.ones((x.shape[0], 1))
+        return risk.RiskOutput(p, p, p, np.ones((x.shape[0], 1)), np.zeros(x.shape))
 
 
 def test_the_failures_judged_do_not_depend_on_the_model_horizon() -> None:
@@ -165,3 +177,23 @@ def test_the_failures_judged_do_not_depend_on_the_model_horizon() -> None:
         report = RiskReport()
         report.add(table, _FixedRisk(horizon_h))  # type: ignore[arg-type]
         assert report.failures["a1"] == [t[-1] + 50 * hour]
+
+
+def test_an_alert_horizon_shorter_than_the_horizon_is_refused_before_fitting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--dataset", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m")]
+    code = main(["fit", "--task", "risk", *args, "--horizon", "72h", "--alert-horizon", "48h"])
+    assert code != 0
+    assert "--alert-horizon 48h is shorter than --horizon 72h" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_fixed_alert_horizon_is_used_as_asked(tmp_path: Path) -> None:
+    train = _fleet(tmp_path / "train", seed=1)
+    out = tmp_path / "model"
+    args = ["--window-rows", "6", "--hop-rows", "1", "--alert-horizon", "168h", "--no-progress"]
+    assert main(["fit", "--task", "risk", "--dataset", str(train), "--out", str(out), *args]) == 0
+    meta = json.loads((out / "pump" / "risk" / "risk.json").read_text())
+    assert (meta["horizon_h"], meta["alert_horizon_h"]) == (72, 168)
+    assert list(meta["info"]["alert_horizons"]) == ["168"]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import onnx
 import pytest
 from support.risk_sim import DAY, FAIL_DAY, ONSET_DAY, START, H, Sim, leak_fleet
 
@@ -59,7 +60,7 @@ def test_same_numbers_as_the_offline_risk_table(
     table = risk_table(sim.ds, rec, det, sw)
     model = risk.load_risk(det.folder)
     assert model is not None
-    p24, ph, fp = model.run(table["x"])
+    out = model.run(table["x"])
     w, t = sw.windows, table["t"]
     reference = w.x[w.healthy_train]
     # the healthy devices get their own (quantile) baseline, the failing one the fleet's
@@ -67,9 +68,14 @@ def test_same_numbers_as_the_offline_risk_table(
 
     got = runtime.assess(rec.asset_type, t, w.x, baseline=reference, last=t.size)
     assert [a.ts for a in got] == t.tolist()
-    np.testing.assert_allclose([a.p24 for a in got], p24, atol=1e-6)
-    np.testing.assert_allclose([a.p72 for a in got], ph, atol=1e-6)
-    np.testing.assert_allclose([list(a.fault_probs.values()) for a in got], fp, atol=1e-6)
+    np.testing.assert_allclose([a.p24 for a in got], out.p24, atol=1e-6)
+    np.testing.assert_allclose([a.p72 for a in got], out.p_horizon, atol=1e-6)
+    np.testing.assert_allclose([a.p_alert for a in got], out.p_alert, atol=1e-6)
+    assert [a.alert for a in got] == (out.p_alert >= model.threshold).tolist()
+    assert {(a.horizon_h, a.alert_horizon_h) for a in got} == {(72.0, 336.0)}
+    np.testing.assert_allclose(
+        [list(a.fault_probs.values()) for a in got], out.fault_probs, atol=1e-6
+    )
     np.testing.assert_allclose([a.anomaly_score for a in got], sw.score, rtol=1e-6)
     assert list(got[0].fault_probs) == model.meta["fault_types"]
 
@@ -80,8 +86,9 @@ def test_same_numbers_as_the_offline_risk_table(
         keep = (t > t[end] - spec.history_s + spec.window_s) & (t <= t[end])
         (one,) = runtime.assess(rec.asset_type, t[keep], w.x[keep], baseline=base)
         assert one.ts == t[end]
-        assert one.p72 == pytest.approx(ph[end], abs=1e-6)
-        assert one.p24 == pytest.approx(p24[end], abs=1e-6)
+        assert one.p72 == pytest.approx(out.p_horizon[end], abs=1e-6)
+        assert one.p24 == pytest.approx(out.p24[end], abs=1e-6)
+        assert one.p_alert == pytest.approx(out.p_alert[end], abs=1e-6)
         _same_signals(one.top_signals, got[end].top_signals)
 
 
@@ -319,11 +326,16 @@ SIGNALS = ["discharge_temp", "vibration_rms", "current_l1"]
 
 
 def _hand_made(
-    folder: Path, wh: dict[str, float], bh: float, threshold: float = 0.5
+    folder: Path,
+    wh: dict[str, float],
+    bh: float,
+    threshold: float = 0.5,
+    alert: tuple[dict[str, float], float] | None = None,
 ) -> RiskRuntime:
     """A detector whose score is the mean z² (z = the raw values: centre 0, scale 1;
     threshold 1) and a risk model whose horizon logit is ``bh`` + Σ ``wh[input]`` · input
-    (inputs not standardised: μ 0, σ 1); the 24-h one is always 0.5, the fault type "b"."""
+    (inputs not standardised: μ 0, σ 1); the 24-h one is always 0.5, the fault type "b".
+    The alert logit is ``alert`` (weights, bias) over 168 h; without it, the horizon's."""
     f = len(FEATURES)
     det = FittedDetector(
         asset_type="pump",
@@ -348,6 +360,9 @@ def _hand_made(
         b24=0.0,
         wh=np.array([wh.get(name, 0.0) for name in names]),
         bh=bh,
+        alert_horizon_h=72.0 if alert is None else 168.0,
+        wa=np.array([(wh if alert is None else alert[0]).get(name, 0.0) for name in names]),
+        ba=bh if alert is None else alert[1],
         fault_types=["a", "b"],
         wf=np.zeros((n, 2)),
         bf=np.array([0.0, 1.0]),
@@ -384,6 +399,47 @@ def test_health_and_alert(tmp_path: Path, p72: float, v: float, health: int, ale
     assert a.p24 == pytest.approx(0.5) and a.fault_type == "b"
     assert a.fault_probs == pytest.approx({"a": 1 / (1 + math.e), "b": math.e / (1 + math.e)})
     assert a.top_signals == ()  # no input pushes the risk up
+
+
+def test_alerts_follow_the_alert_horizon_and_health_the_72_hour_risk(tmp_path: Path) -> None:
+    """A failure likely within 7 days but not within 3: an alert, with the health of the
+    72-h risk, explained by what drives the alert logit."""
+    rt = _hand_made(
+        tmp_path, {}, _logit(0.1), alert=({"vibration_rms__share_mean_72h": 1.0}, _logit(0.5))
+    )
+    (a,) = rt.assess("pump", np.array([START]), np.array([[0.0, 1.0, 0.0]]))
+    assert a.p72 == pytest.approx(0.1, abs=1e-6) and a.health == 90
+    share = math.log1p(1 / 3)  # vibration_rms's anomaly share of the score 1/3
+    assert a.p_alert == pytest.approx(1 / (1 + math.exp(-share)), abs=1e-6)
+    assert (a.alert, a.alert_horizon_h, a.horizon_h) == (True, 168.0, 72.0)
+    assert [s.signal for s in a.top_signals] == ["vibration_rms"]
+    # the same reading under a model alerting on its 72-h risk: no alert
+    quiet = _hand_made(tmp_path / "72", {}, _logit(0.1))
+    (b,) = quiet.assess("pump", np.array([START]), np.array([[0.0, 1.0, 0.0]]))
+    assert (b.alert, b.p_alert, b.alert_horizon_h) == (False, pytest.approx(0.1), 72.0)
+
+
+def test_a_risk_model_fitted_before_the_alert_horizon_still_serves_and_alerts_on_p72(
+    tmp_path: Path,
+) -> None:
+    """A graph with the four outputs of earlier fits (no ``p_alert``) and a ``risk.json``
+    without ``alert_horizon_h``."""
+    _hand_made(tmp_path, {}, _logit(0.6))
+    folder = tmp_path / "pump" / risk.RISK_DIR
+    graph = onnx.load_from_string((folder / risk.RISK_ONNX).read_bytes())
+    kept = [o for o in graph.graph.output if o.name != "p_alert"]
+    del graph.graph.output[:]
+    graph.graph.output.extend(kept)
+    data = graph.SerializeToString()
+    (folder / risk.RISK_ONNX).write_bytes(data)
+    meta = json.loads((folder / risk.RISK_JSON).read_text())
+    del meta["alert_horizon_h"]
+    meta["sha256"] = hashlib.sha256(data).hexdigest()
+    (folder / risk.RISK_JSON).write_text(json.dumps(meta))
+    rt = RiskRuntime.load(tmp_path)
+    (a,) = rt.assess("pump", np.array([START]), np.array([[0.0, 0.0, 0.0]]))
+    assert (a.p72, a.p_alert) == (pytest.approx(0.6, abs=1e-6), pytest.approx(0.6, abs=1e-6))
+    assert (a.alert, a.alert_horizon_h) == (True, 72.0)
 
 
 def test_top_signals_are_the_positive_shares_of_the_risk(tmp_path: Path) -> None:

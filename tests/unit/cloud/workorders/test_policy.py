@@ -80,6 +80,18 @@ def test_risk_points(p24: float, p72: float, threshold: float, points: int) -> N
 
 
 @pytest.mark.parametrize(
+    ("p72", "p_alert", "points"),
+    [
+        (0.1, 0.35, 1),  # the threshold judges the alert horizon's risk
+        (0.35, 0.25, 0),  # ... not P72
+        (0.6, 0.1, 2),  # a likely failure within 72 h still ranks by P72
+    ],
+)
+def test_risk_points_with_an_alert_horizon(p72: float, p_alert: float, points: int) -> None:
+    assert policy.risk_points(0.1, p72, 0.3, p_alert) == points
+
+
+@pytest.mark.parametrize(
     ("risk", "criticality", "flags", "prio"),
     [
         (3, "critical", [], 1),
@@ -103,6 +115,9 @@ def test_priority_weighs_risk_criticality_and_occupants(
 )
 def test_lead_time(p24: float, p72: float, lead: float | None) -> None:
     assert policy.lead_time_h(p24, p72) == lead
+    # a likely failure within the alert horizon says so when no shorter horizon does
+    assert policy.lead_time_h(p24, p72, 72.0, 0.8, 168.0) == (lead or 168.0)
+    assert policy.lead_time_h(p24, p72, 72.0, 0.4, 168.0) == lead
 
 
 @pytest.mark.parametrize(

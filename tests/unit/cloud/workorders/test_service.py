@@ -4,6 +4,7 @@ through the life cycle, reserve parts, suggest a technician, write the outbox.""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -90,6 +91,24 @@ def test_below_the_threshold_nothing_opens(
     r = service.trigger(wo_sessions, risk(biz.devices[1], 0.29), POLICY, now=NOW)
     assert r.outcome == "below_threshold"
     assert count(wo_sessions, WorkOrder) == 0
+
+
+def test_the_threshold_applies_to_the_alert_horizon_s_risk_when_the_model_has_one(
+    wo_sessions: sessionmaker[Session], biz: Business
+) -> None:
+    """A failure likely within 7 days but not within 3 opens an order, expected within
+    the 7 days; a high P72 with a low 7-day risk is not what the threshold judges."""
+    dev = biz.devices[1]  # medium criticality, no occupants
+    week = replace(risk(dev, 0.12), p_alert=0.9, alert_horizon_h=168.0)
+    r = service.trigger(wo_sessions, week, POLICY, now=NOW)
+    assert r.outcome == "opened" and r.priority == 3  # 1 risk point + 1 criticality
+    with wo_sessions() as s:
+        o = s.get(WorkOrder, r.order_id)
+        assert o is not None and o.lead_time_h == 168.0
+        assert o.evidence["risk"]["p_alert"] == 0.9
+        assert o.evidence["risk"]["alert_horizon_h"] == 168.0
+    low = replace(risk(biz.devices[2], 0.35), p_alert=0.2, alert_horizon_h=168.0)
+    assert service.trigger(wo_sessions, low, POLICY, now=NOW).outcome == "below_threshold"
 
 
 def test_a_second_trigger_updates_the_open_order_only_when_risk_rises(
