@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+from support.ports import free_port
 from support.postgres import PostgresUnavailable, fresh_database
 from support.processes import die_with_parent
 
@@ -118,14 +119,6 @@ class ServerStartError(RuntimeError):
     def __init__(self, message: str, *, exited: bool) -> None:
         super().__init__(message)
         self.exited = exited
-
-
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago (the caller retries if it is taken)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:

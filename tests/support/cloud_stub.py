@@ -38,10 +38,11 @@ HERE = Path(__file__).resolve()
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """:func:`support.ports.free_port` (imported here, not at the top: this file also runs
+    as a script, where ``support`` is not importable)."""
+    from support.ports import free_port as pick
+
+    return pick()
 
 
 def _accepts(port: int) -> bool:

@@ -18,26 +18,18 @@ import http.client
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
 
+from support.ports import free_port
 from support.processes import die_with_parent
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
 INSTALL_HINT = "apt-get install influxdb (or set EDGEWATCH_INFLUXD to the influxd binary)"
-
-
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def find_influxd() -> str:

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 import urllib.request
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.ports import free_port
 from support.processes import Process
 from support.registry_world import seed_world
 from unit.cloud.web.dashboard_world import Dashboard, seed_dashboard
@@ -56,13 +56,6 @@ class BrowserLog:
     foreign: list[str] = field(default_factory=list)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/healthz", timeout=1) as r:  # noqa: S310 - loopback
@@ -76,7 +69,7 @@ def dashboard_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve
     folder = tmp_path_factory.mktemp("dashboard-server")
     world = seed_world(f"sqlite:///{folder / 'registry.db'}")
     dashboard = seed_dashboard(world, folder / "ts.db")
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "EDGEWATCH_CLOUD_DATABASE_URL": world.url,

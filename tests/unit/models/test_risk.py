@@ -52,8 +52,10 @@ def test_alerts_have_hysteresis_and_none_while_down() -> None:
     # an alert standing when the asset goes down ends there; back at row 5, quiet to row 10
     down = np.zeros(12, bool)
     down[3:5] = True
-    assert risk.alert_episodes(t, p, 0.8, down) == [(1 * 12 * H, 3 * 12 * H),
-                                                    (10 * 12 * H, 11 * 12 * H)]
+    assert risk.alert_episodes(t, p, 0.8, down) == [
+        (1 * 12 * H, 3 * 12 * H),
+        (10 * 12 * H, 11 * 12 * H),
+    ]
 
 
 def _fleet(folder: Path, seed: int, assets: int = 6, days: int = 60) -> Path:
@@ -177,6 +179,56 @@ def test_the_failures_judged_do_not_depend_on_the_model_horizon() -> None:
         report = RiskReport()
         report.add(table, _FixedRisk(horizon_h))  # type: ignore[arg-type]
         assert report.failures["a1"] == [t[-1] + 50 * hour]
+
+
+class _TypedRisk(_FixedRisk):
+    """Alerts from the 10th window; names "fan" before ``switch`` and "leak" from it."""
+
+    fault_types = ("fan", "leak")
+
+    def __init__(self, switch: int) -> None:
+        super().__init__(72.0)
+        self.switch = switch
+
+    def run(self, x: np.ndarray) -> risk.RiskOutput:
+        out = super().run(x)
+        leak = (np.arange(x.shape[0]) >= self.switch).astype(np.float64)
+        return risk.RiskOutput(
+            out.p24,
+            out.p_horizon,
+            out.p_alert,
+            np.column_stack([1 - leak, leak]),
+            np.zeros(x.shape),
+        )
+
+
+def test_the_fault_type_is_judged_where_each_alert_was_raised() -> None:
+    """Of the alerts a failure followed, the share whose fault type, when raised, was the
+    failure's: what a work order's skills and parts come from."""
+    from models.pipeline import RiskReport
+
+    hour = 3600.0
+    t = np.arange(40) * hour
+
+    def table(asset: str, failures: list[float]) -> dict[str, object]:
+        return {
+            "asset_id": asset,
+            "t": t,
+            "x": np.zeros((40, 2)),
+            "train": np.zeros(40, dtype=bool),
+            "down": np.zeros(40, dtype=bool),
+            "failures": failures,
+            "failure_types": ["leak"] * len(failures),
+            "ttf": np.full(40, 1e9),
+        }
+
+    report = RiskReport()
+    failure = [float(t[30]) + 0.5 * hour]
+    report.add(table("late-diagnosis", failure), _TypedRisk(switch=20))  # type: ignore[arg-type]
+    report.add(table("right-at-once", failure), _TypedRisk(switch=5))  # type: ignore[arg-type]
+    report.add(table("no-failure", []), _TypedRisk(switch=5))  # type: ignore[arg-type]
+    assert report.typed == [("fan", "leak"), ("leak", "leak")]
+    assert report.summary()["fault_type_accuracy_at_alert"] == 0.5
 
 
 def test_an_alert_horizon_shorter_than_the_horizon_is_refused_before_fitting(
