@@ -32,7 +32,7 @@ from models.featurize import (
     typical_interval,
     window_table,
 )
-from models.metrics import HORIZONS_H, Episode
+from models.metrics import HORIZONS_H, Episode, alert_was_right
 
 log = logging.getLogger(__name__)
 
@@ -396,8 +396,8 @@ class RiskReport:
     p: list[F64] = field(default_factory=list)
     y: list[npt.NDArray[np.bool_]] = field(default_factory=list)
     typed: list[tuple[str, str]] = field(default_factory=list)
-    """Per alert a failure followed (within 72 h of its clearing): the fault type the model
-    named when the alert was raised, and the type of that failure."""
+    """Per alert a failure followed (:func:`models.metrics.alert_was_right` at 72 h): the
+    fault type the model named when the alert was raised, and the type of that failure."""
 
     def add(self, table: dict[str, Any], model: risk.LoadedRisk) -> None:
         test = ~table["train"] & ~table["down"]
@@ -415,11 +415,12 @@ class RiskReport:
         p_part[~down] = out.p_alert
         self.alerts[a] = risk.alert_episodes(table["t"][part], p_part, model.threshold, down)
         fails = np.asarray(table["failures"], dtype=np.float64)
-        for raised, cleared in self.alerts[a]:
-            after = np.flatnonzero((fails > raised) & (fails <= cleared + 72 * 3600.0))
-            if after.size:
-                first = after[np.argmin(fails[after])]
-                row = min(int(np.searchsorted(t, raised)), t.size - 1)
+        for episode in self.alerts[a]:
+            if alert_was_right(episode, fails, 3600.0 * max(HORIZONS_H)):
+                # the first failure after the raising is the one it warned of
+                later = np.flatnonzero(fails > episode[0])
+                first = later[np.argmin(fails[later])]
+                row = min(int(np.searchsorted(t, episode[0])), t.size - 1)
                 named = model.fault_types[int(np.argmax(out.fault_probs[row]))]
                 self.typed.append((named, str(table["failure_types"][first])))
         # the failures the @H metrics can judge: the same set whatever the model's horizon
