@@ -58,6 +58,12 @@ class TcpBus(_Strict):
     max_connections: Annotated[int, Field(ge=1, le=16)] = 1
     """Connections the endpoint accepts; with 1 (the default, what most controllers take)
     every device behind it shares one connection and one request queue."""
+    max_in_flight: Annotated[int, Field(ge=1, le=16)] = 1
+    """Requests sent to a device before its answers come back (the MBAP transaction id
+    pairs them): above 1, the read blocks of one poll go out together and cost one round
+    trip. 1, the default, is what every device takes; raise it only for endpoints that
+    accept pipelined requests (the Modbus TCP implementation guide's
+    NumberMaxOfServerTransaction)."""
 
 
 class RtuBus(_Strict):

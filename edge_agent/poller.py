@@ -539,69 +539,105 @@ class Poller:
         late = max(0.0, self._monotonic() - job.due)
         dev.late_ewma_s = _ewma(dev.late_ewma_s, late)
         dev.polls += 1
-        values: dict[str, PointValue] = {}
-        errors: dict[str, str] = {}
-        answered = silent = link_down = False
-        rtt = 0.0
-        first_error: TransportError | None = None
+        tally = _Tally()
         for p in job.unreadable():
-            errors[p.name] = "refused (exception 0x02)"
+            tally.errors[p.name] = "refused (exception 0x02)"
         blocks = job.plan()
-        for i, block in enumerate(blocks):
+        link = lane.link
+        if link.max_in_flight > 1 and len(blocks) > 1:
+            # Pipelined: the blocks go out together; each round trip counts once.
             t0 = self._monotonic()
-            dev.requests += 1
-            try:
-                words = await lane.link.read(
-                    dev.settings.unit_id, block.table, block.address, block.count
-                )
-                decoded = decode_block(block, words)
-            except ModbusException as exc:
-                rtt += self._monotonic() - t0
-                dev.errors["exception"] += 1
-                first_error = first_error or exc
-                if exc.code == 2:
-                    self._learn(dev, block, now)
-                _put(errors, block.points, f"exception {exc.code:#04x}")
-                continue
-            except (DeviceTimeout, LinkError) as exc:
-                rtt += self._monotonic() - t0
-                link = isinstance(exc, LinkError)
-                dev.errors["link" if link else "timeout"] += 1
-                first_error = first_error or exc
-                link_down |= link
-                silent |= not link
-                why = "link down" if link else "timeout"
-                for rest in blocks[i:]:  # a silent device costs one timeout, not one a block
-                    _put(errors, rest.points, why)
-                break
-            except (FrameError, CodecError) as exc:
-                rtt += self._monotonic() - t0
-                dev.errors["frame"] += 1
-                err = exc if isinstance(exc, FrameError) else FrameError(str(exc))
-                first_error = first_error or err
-                silent = True
-                _put(errors, block.points, "frame error")
-                continue
-            took = self._monotonic() - t0
-            rtt += took
-            dev.ok += 1
-            dev.rtt_ewma_s = _ewma(dev.rtt_ewma_s, took)
-            values.update(decoded)
-            answered = True
-            dev.refusals.confirm(block)
-        self._account(lane, dev, answered, silent, link_down, first_error, ts)
+            dev.requests += len(blocks)
+            outcomes = await link.read_many(
+                dev.settings.unit_id, [(b.table, b.address, b.count) for b in blocks]
+            )
+            trips = -(-len(blocks) // link.max_in_flight)
+            took = (self._monotonic() - t0) / trips
+            tally.rtt = took * trips
+            for block, got in zip(blocks, outcomes, strict=True):
+                self._take(dev, block, got, 0.0, now, tally)
+            if tally.answered:
+                dev.rtt_ewma_s = _ewma(dev.rtt_ewma_s, took)
+        else:
+            for i, block in enumerate(blocks):
+                t0 = self._monotonic()
+                dev.requests += 1
+                outcome: list[int] | TransportError
+                try:
+                    outcome = await link.read(
+                        dev.settings.unit_id, block.table, block.address, block.count
+                    )
+                except TransportError as exc:
+                    outcome = exc
+                took = self._monotonic() - t0
+                if not self._take(dev, block, outcome, took, now, tally):
+                    why = "link down" if isinstance(outcome, LinkError) else "timeout"
+                    # A silent device costs one timeout, not one a block.
+                    for rest in blocks[i + 1 :]:
+                        _put(tally.errors, rest.points, why)
+                    break
+        self._account(
+            lane, dev, tally.answered, tally.silent, tally.link_down, tally.first_error, ts
+        )
         self._on_result(
             PollResult(
                 device_id=dev.id,
                 group=job.group,
                 ts=ts,
                 due=ts - late,
-                values=MappingProxyType(values),
-                errors=MappingProxyType(errors),
-                ok=answered,
-                rtt_s=rtt,
+                values=MappingProxyType(tally.values),
+                errors=MappingProxyType(tally.errors),
+                ok=tally.answered,
+                rtt_s=tally.rtt,
             )
         )
+
+    def _take(
+        self,
+        dev: _Device,
+        block: ReadBlock,
+        outcome: list[int] | TransportError,
+        took: float,
+        now: float,
+        tally: _Tally,
+    ) -> bool:
+        """Count one block's outcome into ``tally`` (``took``: its round trip, 0 if counted
+        by the caller); False if the device is silent or its link down."""
+        tally.rtt += took
+        if not isinstance(outcome, TransportError):
+            try:
+                decoded = decode_block(block, outcome)
+            except CodecError as exc:
+                outcome = FrameError(str(exc))
+            else:
+                if took:
+                    dev.rtt_ewma_s = _ewma(dev.rtt_ewma_s, took)
+                dev.ok += 1
+                tally.values.update(decoded)
+                tally.answered = True
+                dev.refusals.confirm(block)
+                return True
+        if isinstance(outcome, ModbusException):
+            dev.errors["exception"] += 1
+            tally.first_error = tally.first_error or outcome
+            if outcome.code == 2:
+                self._learn(dev, block, now)
+            _put(tally.errors, block.points, f"exception {outcome.code:#04x}")
+            return True
+        if isinstance(outcome, (DeviceTimeout, LinkError)):
+            link_down = isinstance(outcome, LinkError)
+            if not (tally.silent or tally.link_down):  # once a poll, however many blocks
+                dev.errors["link" if link_down else "timeout"] += 1
+            tally.first_error = tally.first_error or outcome
+            tally.link_down |= link_down
+            tally.silent |= not link_down
+            _put(tally.errors, block.points, "link down" if link_down else "timeout")
+            return False
+        dev.errors["frame"] += 1
+        tally.first_error = tally.first_error or outcome
+        tally.silent = True
+        _put(tally.errors, block.points, "frame error")
+        return True
 
     def _learn(self, dev: _Device, block: ReadBlock, now: float) -> None:
         for name in dev.refusals.learn(block, dev.profile, now):
@@ -723,6 +759,19 @@ def _due_order(job: _Job) -> tuple[float, int]:
 def _resolve(wake: asyncio.Future[None]) -> None:
     if not wake.done():
         wake.set_result(None)
+
+
+@dataclass(slots=True)
+class _Tally:
+    """What the blocks of one poll gave, as they come in."""
+
+    values: dict[str, PointValue] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    answered: bool = False
+    silent: bool = False
+    link_down: bool = False
+    rtt: float = 0.0
+    first_error: TransportError | None = None
 
 
 def _put(errors: dict[str, str], points: Sequence[Point], why: str) -> None:

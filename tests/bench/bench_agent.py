@@ -222,7 +222,14 @@ def agent_config(
         "schema_version": 1,
         "gateway": {"id": GW},
         "buses": [
-            {"id": gw, "type": "tcp", "host": "127.0.0.1", "port": port, "timeout_s": 0.5}
+            {
+                "id": gw,
+                "type": "tcp",
+                "host": "127.0.0.1",
+                "port": port,
+                "timeout_s": 0.5,
+                "max_in_flight": args.max_in_flight,
+            }
             for gw, port in ports.items()
         ],
         "poll_groups": [{"name": "bench", "period_s": args.period, "window_s": args.window}],
@@ -827,6 +834,13 @@ def main() -> None:
         default=None,
         help="where the buffer and logs go (default: a temporary folder)",
     )
+    ap.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=1,
+        help="the buses' max_in_flight: above 1, a poll's blocks go out together "
+        "(the simulator accepts pipelined requests)",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
@@ -911,6 +925,7 @@ def main() -> None:
         "settings": {
             "gateways": args.gateways,
             "devices_per_gateway": args.devices,
+            "max_in_flight": args.max_in_flight,
             "devices": len(devices),
             "compressors": sum(d.asset_type == "compressor" for d in devices),
             "fans": sum(d.asset_type == "fan" for d in devices),

@@ -5,14 +5,15 @@ simulation: its cost is not measured). This process then reads ``--count`` block
 ``--registers`` input registers, one request at a time, three ways, and reports the CPU
 time (``time.process_time``) and wall time per request:
 
-1. ``agent``: :class:`edge_agent.transport.ModbusLink`, the agent's path (pymodbus's async
-   client, the error translation and response checks);
+1. ``agent``: :class:`edge_agent.transport.ModbusLink`, the agent's path (its own MBAP
+   client, :mod:`edge_agent.mbap`, with the response checks and error translation);
 2. ``pymodbus``: pymodbus's ``AsyncModbusTcpClient.read_input_registers`` alone;
 3. ``asyncio floor``: a bare ``asyncio.Protocol`` that frames MBAP by hand and awaits a
    future per request: what any asyncio Modbus client pays at least.
 
 The gap between (1) and (3), times the requests per second the agent makes, bounds what a
-leaner Modbus client could save on the agent's CPU. Prints the figures and writes
+leaner Modbus client could still save on the agent's CPU; (2) is what pymodbus's client,
+which the agent used before, costs. Prints the figures and writes
 ``tests/bench/results/modbus_request_cost.json``. Not a pass/fail test.
 
     .venv/bin/python tests/bench/bench_modbus_request_cost.py [--count 20000]

@@ -143,6 +143,7 @@ class FakeLink:
     def __init__(self, name: str, timeout_s: float = 0.05) -> None:
         self.name = name
         self.timeout_s = timeout_s
+        self.max_in_flight = 1
         self.dead: set[int] = set()
         self.garbage: set[int] = set()
         self.calls: list[tuple[float, int]] = []
