@@ -3,11 +3,13 @@
 Same conventions as :mod:`cloud.registry.models` (one ``Base``, named constraints,
 :class:`UtcDateTime` times, migrations in ``cloud/migrations``).
 
-*One open order per device and fault* is a database rule, not a check in Python: an
-open order has ``open_key = "<device id>|<fault>"``, a closed or cancelled one has
-``open_key = NULL``, and ``open_key`` is unique (NULLs never collide, on SQLite and on
-PostgreSQL). Two scorer processes that race to open the same order both insert; one
-insert fails on the index and that caller updates the winner's order instead.
+*One open risk order per device, and one per device and alarm* is a database rule, not a
+check in Python: an open order has ``open_key = "<device id>|risk"`` (the risk model gives
+one failure probability per device; the fault it names may change while the order is
+open) or ``"<device id>|<alarm fault>"``, a closed or cancelled one has ``open_key =
+NULL``, and ``open_key`` is unique (NULLs never collide, on SQLite and on PostgreSQL).
+Two scorer processes that race to open the same order both insert; one insert fails on
+the index and that caller updates the winner's order instead.
 
 The outbox is written in the transaction that changes the order: a delivery exists if
 and only if the change was committed. Delivery workers claim due messages with a lease
@@ -43,9 +45,13 @@ from cloud.desk.tickets import DeskConfig, DeskKind
 from cloud.registry.models import Base, Device, _enum, new_id, utcnow
 from cloud.workorders.policy import State
 
+RISK_KEY = "risk"
+"""What stands for the fault in the ``open_key`` of a risk order."""
 
-def open_key(device_id: str, fault: str) -> str:
-    return f"{device_id}|{fault}"
+
+def open_key(device_id: str, fault: str, source: Source) -> str:
+    """The key of the open order a trigger for ``device_id`` and ``fault`` goes to."""
+    return f"{device_id}|{RISK_KEY if source is Source.RISK else fault}"
 
 
 class Source(enum.StrEnum):

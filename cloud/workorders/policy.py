@@ -11,7 +11,8 @@ States follow the usual CMMS life cycle::
 plus the steps back a desk really takes (a scheduled visit unscheduled, a visit that
 needs a second trip, a repair reopened before it is closed). ``closed`` and ``cancelled``
 are final. An order is *open* until it is closed or cancelled: while it is open, no
-second order is opened for the same device and fault.
+second risk order is opened for the device (whatever fault the model names), nor a
+second order for the same device and alarm.
 
 Priority (1 = most urgent … 4) adds points for the risk, the asset's criticality and
 its occupants (:func:`priority`); the SLA due time is the priority's response time, but

@@ -4,13 +4,15 @@ transaction (:mod:`cloud.workorders.models`).
 
 - :func:`trigger` is what the risk scorer and the alarm path call. It opens an order,
   updates the open one (when the risk rose enough or the priority went up), or does
-  nothing (in the cool-down after the last order for the device and fault closed). The
-  database's unique ``open_key`` makes "one open order per device and fault" hold under
-  any number of concurrent callers: a caller that loses the race to open retries and
-  finds the winner's order to update. :func:`trigger_many` decides many triggers as
-  that many calls would, sharing their round trips (a pass over many alarms). Both run
-  on the tables (SQLAlchemy Core, a statement per kind of read or write), not the unit
-  of work: an order opened costs a dozen statements and no ORM bookkeeping.
+  nothing (in the cool-down after the device's last risk order, or its last order for the
+  alarm, closed). The database's unique ``open_key`` makes "one open risk order per
+  device, one open order per device and alarm" hold under any number of concurrent
+  callers (:func:`~cloud.workorders.models.open_key`): a caller that loses the race to
+  open retries and finds the winner's order to update. :func:`trigger_many` decides many
+  triggers as that many calls would, sharing their round trips (a pass over many
+  alarms). Both run on the tables (SQLAlchemy Core, a statement per kind of read or
+  write), not the unit of work: an order opened costs a dozen statements and no ORM
+  bookkeeping.
 - :func:`transition`, :func:`comment`, :func:`assign` are the desk's and the users'
   moves, checked against :data:`~cloud.workorders.policy.TRANSITIONS` and the caller's
   role and tenant.
@@ -31,7 +33,18 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, cast
 
-from sqlalchemy import Connection, Select, Table, and_, bindparam, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -86,8 +99,8 @@ class OrderPolicy:
 
     catalogue: Catalogue = field(default_factory=Catalogue)
     cooldown: timedelta = timedelta(hours=72)
-    """After an order for a device and fault is closed or cancelled, no new one for them
-    opens before this has passed."""
+    """After a device's risk order (or its order for an alarm) is closed or cancelled, no
+    new one opens before this has passed."""
     rise_step: float = 0.05
     """An open order is updated when P72 rose at least this much (or its priority rose)."""
     public_url: str = ""
@@ -144,9 +157,10 @@ TRIGGER_CHUNK: Final = 200
 def trigger(
     sessions: sessionmaker[Session], t: Trigger, pol: OrderPolicy, now: datetime | None = None
 ) -> TriggerResult:
-    """Open, update or leave the order for ``t.device_id`` and ``t.fault`` (see the
-    module docstring); one transaction, retried when it lost a race to another caller
-    (the unique ``open_key``, or SQLite's single writer). :class:`NotFound` when the
+    """Open, update or leave the order ``t`` goes to: ``t.device_id``'s risk order, or its
+    order for the alarm ``t.fault`` (see the module docstring); one transaction, retried
+    when it lost a race to another caller (the unique ``open_key``, or SQLite's single
+    writer). :class:`NotFound` when the
     device is not in the registry."""
     (result,) = _trigger_chunk(sessions, [t], pol, now)
     if isinstance(result, NotFound):
@@ -163,8 +177,9 @@ def trigger_many(
     """What :func:`trigger` answers for each of ``triggers``, called one after the other
     in this order, with the reads and writes they need shared: up to
     :data:`TRIGGER_CHUNK` triggers per transaction, each kind of statement once per
-    transaction. Several triggers for one device and fault act in their order (the
-    first opens the order, the next ones may raise it, as separate calls would).
+    transaction. Several triggers for one order (a device's risk, or a device and alarm)
+    act in their order (the first opens the order, the next ones may raise it, as separate
+    calls would).
 
     A trigger whose device is not in the registry has its :class:`NotFound` in its
     place (:func:`trigger` raises it); a database error raises, after the chunks before
@@ -289,20 +304,25 @@ _OPEN_SQL: Final = (
         _ORDERS.c.p72,
         _ORDERS.c.lead_time_h,
         _ORDERS.c.sla_due_at,
+        _ORDERS.c.fault,
     )
     .where(_ORDERS.c.open_key.in_(bindparam("keys", expanding=True)))
     .order_by(_ORDERS.c.open_key)  # rows are locked in this order: no deadlock between callers
     .with_for_update()
 )
 _CLOSED_SQL: Final = (
-    select(_ORDERS.c.device_id, _ORDERS.c.fault, func.max(_ORDERS.c.closed_at))
+    select(_ORDERS.c.device_id, _ORDERS.c.fault, _ORDERS.c.source, func.max(_ORDERS.c.closed_at))
     .where(
         _ORDERS.c.device_id.in_(bindparam("devices", expanding=True)),
-        _ORDERS.c.fault.in_(bindparam("faults", expanding=True)),
+        or_(
+            _ORDERS.c.fault.in_(bindparam("faults", expanding=True)),
+            _ORDERS.c.source == Source.RISK,
+        ),
         _ORDERS.c.closed_at.is_not(None),
     )
-    .group_by(_ORDERS.c.device_id, _ORDERS.c.fault)
+    .group_by(_ORDERS.c.device_id, _ORDERS.c.fault, _ORDERS.c.source)
 )
+"""The last close of the devices' orders for the faults, and of their risk orders."""
 _LAST_SEQ_SQL: Final = (
     select(_EVENTS.c.work_order_id, func.max(_EVENTS.c.seq))
     .where(_EVENTS.c.work_order_id.in_(bindparam("orders", expanding=True)))
@@ -384,6 +404,8 @@ class _Order:
     p72: float | None
     lead_time_h: float | None
     sla_due_at: datetime
+    fault: str
+    """The fault the order was opened for (a risk trigger may name another since)."""
     values: dict[str, Any] = field(default_factory=dict)
     """New: the row to insert. Existing: the columns to update (empty: unchanged)."""
     new: bool = False
@@ -436,9 +458,10 @@ class _Chunk:
 
     def run(self, todo: Sequence[tuple[int, Trigger]]) -> dict[int, TriggerResult | NotFound]:
         devices = self._devices(sorted({t.device_id for _, t in todo}))
-        pairs = {(t.device_id, t.fault) for _, t in todo if t.device_id in devices}
-        keys = sorted(open_key(d, f) for d, f in pairs)
-        for row in self.conn.execute(_OPEN_SQL, {"keys": keys}) if keys else ():
+        keyed = {
+            open_key(t.device_id, t.fault, t.source): t for _, t in todo if t.device_id in devices
+        }
+        for row in self.conn.execute(_OPEN_SQL, {"keys": sorted(keyed)}) if keyed else ():
             self.orders[row.open_key] = _Order(
                 id=row.id,
                 number=row.number,
@@ -448,15 +471,18 @@ class _Chunk:
                 p72=row.p72,
                 lead_time_h=row.lead_time_h,
                 sla_due_at=row.sla_due_at,
+                fault=row.fault,
             )
-        unopened = [(d, f) for d, f in pairs if open_key(d, f) not in self.orders]
-        closed: dict[tuple[str, str], datetime] = {}
+        unopened = [t for key, t in keyed.items() if key not in self.orders]
+        closed: dict[str, datetime] = {}
         if unopened:
             params = {
-                "devices": sorted({d for d, _ in unopened}),
-                "faults": sorted({f for _, f in unopened}),
+                "devices": sorted({t.device_id for t in unopened}),
+                "faults": sorted({t.fault for t in unopened}),
             }
-            closed = {(d, f): at for d, f, at in self.conn.execute(_CLOSED_SQL, params)}
+            for d, f, source, at in self.conn.execute(_CLOSED_SQL, params):
+                key = open_key(d, f, Source(source))
+                closed[key] = max(at, closed.get(key, at))
         decided: dict[int, TriggerResult | NotFound] = {}
         pending: dict[int, _Pending] = {}
         for i, t in todo:
@@ -464,7 +490,7 @@ class _Chunk:
             if device is None:
                 decided[i] = NotFound(f"device {t.device_id} not found")
                 continue
-            key = open_key(t.device_id, t.fault)
+            key = open_key(t.device_id, t.fault, t.source)
             prio = _priority(t, device)
             lead = (
                 policy.lead_time_h(
@@ -477,7 +503,7 @@ class _Chunk:
             if order is not None:
                 pending[i] = self._raise(order, t, prio, lead)
                 continue
-            last = closed.get((t.device_id, t.fault))
+            last = closed.get(key)
             if last is not None and last > self.now - self.pol.cooldown:
                 decided[i] = TriggerResult("cooldown")
                 continue
@@ -560,6 +586,7 @@ class _Chunk:
             p72=t.p72,
             lead_time_h=lead,
             sla_due_at=sla_due,
+            fault=t.fault,
             new=True,
             parts=dict(info.parts),
             home=None if suggestion is None else self.crew.depot(suggestion),
@@ -640,12 +667,20 @@ class _Chunk:
             updated_at=now,
         )
         note = f"risk rose: P72 {before['p72'] or 0:.2f} → {t.p72:.2f}, priority {new_prio}"
+        if t.fault != order.fault:
+            note += f"; the model now names {t.fault}"
         self._event(
             order,
             "updated",
             "scorer",
             note,
-            {"before": before, "p24": t.p24, "p72": t.p72, "priority": new_prio},
+            {
+                "before": before,
+                "p24": t.p24,
+                "p72": t.p72,
+                "priority": new_prio,
+                "fault": t.fault,
+            },
         )
         self._enqueue(order, "updated", note)
         return "updated", order, new_prio
@@ -789,6 +824,7 @@ def _evidence(t: Trigger, pol: OrderPolicy, now: datetime) -> dict[str, Any]:
             "p_alert": t.p_alert,
             "alert_horizon_h": t.alert_horizon_h,
             "health": t.health,
+            "fault": t.fault,
             "at": t.at.isoformat(),
         },
         "charts": f"{base}/dashboard/devices/{t.device_id}?start={start}&end={end}",
@@ -1070,8 +1106,8 @@ def transition(
     detail: Mapping[str, Any] | None = None,
 ) -> WorkOrder:
     """Move the order to ``target``; :class:`Conflict` for a move the life cycle does not
-    allow. Closing or cancelling frees the device and fault for a new order (after the
-    cool-down), uses or returns the held parts and writes the life-cycle file;
+    allow. Closing or cancelling frees the device's risk (or alarm) for a new order (after
+    the cool-down), uses or returns the held parts and writes the life-cycle file;
     ``failure_prevented`` (on complete or close) is the model's feedback. ``detail`` goes
     into the history event (e.g. the state as a desk named it)."""
     try:

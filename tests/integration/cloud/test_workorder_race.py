@@ -1,9 +1,10 @@
-"""Never two open orders for the same device and fault, on the real PostgreSQL, under
-concurrent triggers from several OS processes and several risk scorers.
+"""Never two open risk orders for a device, nor two for a device and alarm, on the real
+PostgreSQL, under concurrent triggers from several OS processes and several risk scorers.
 
 - 1,000 triggers from ``PROCESSES`` spawned processes (each with its own engine), released
-  by one barrier, over 5 devices × 4 faults: one order per device and fault, opened by
-  exactly one trigger; every other trigger updated it (its risk rose) or left it as it
+  by one barrier, over 5 devices × 4 faults (3 a risk model may name, 1 alarm): one risk
+  order per device, whatever fault each trigger named, and one alarm order, each opened
+  by exactly one trigger; every other trigger updated it (its risk rose) or left it as it
   was, and the order, its history and its outbox agree with the answers.
 - Triggers racing with the close of their order: no trigger changes the order once it
   is closed, none opens a new one during the cool-down; one does after it.
@@ -229,7 +230,12 @@ def count(sessions: sessionmaker[Session], model: type, **where: object) -> int:
 
 
 @pytest.mark.timeout(240)
-def test_1000_concurrent_triggers_from_several_processes_open_one_order_per_device_and_fault(
+def kind(device_id: str, fault: str) -> tuple[str, str]:
+    """What can be open once: a device's risk order, or its order for one alarm."""
+    return (device_id, "risk") if fault in RISK_FAULTS else (device_id, fault)
+
+
+def test_1000_concurrent_triggers_from_several_processes_open_one_order_per_device_and_kind(
     pg_schema_url: str, spawn: SpawnContext, engine: Engine
 ) -> None:
     sessions = make_sessionmaker(engine)
@@ -251,8 +257,9 @@ def test_1000_concurrent_triggers_from_several_processes_open_one_order_per_devi
         f"{TRIGGERS} triggers from {PROCESSES} processes on {len(pairs)} device/fault "
         f"pairs in {took:.2f} s ({TRIGGERS / took:.0f}/s): {dict(outcomes)}"
     )
+    kinds = sorted({kind(d, f) for d, f in pairs})
     assert set(outcomes) <= {"opened", "updated", "unchanged"}
-    assert outcomes["opened"] == len(pairs)
+    assert outcomes["opened"] == len(kinds)
 
     with sessions() as s:
         orders = list(s.scalars(select(WorkOrder)))
@@ -277,14 +284,16 @@ def test_1000_concurrent_triggers_from_several_processes_open_one_order_per_devi
         parts = set(s.scalars(select(Part.number)))
         desks = int(s.scalar(select(func.count()).select_from(Desk)) or 0)
     assert desks == 1
-    by_pair = {(o.device_id, o.fault): o for o in orders}
-    assert len(orders) == len(by_pair) == len(pairs), "two orders for a device and fault"
-    for device_id, fault in pairs:
-        order = by_pair[(device_id, fault)]
-        assert order.open_key == open_key(device_id, fault)
-        mine = [(answers[i], p72) for i, d, f, p72 in specs if (d, f) == (device_id, fault)]
+    by_kind = {kind(o.device_id, o.fault): o for o in orders}
+    assert len(orders) == len(by_kind) == len(kinds), "two orders for a device's risk or alarm"
+    for device_id, fault in kinds:
+        order = by_kind[(device_id, fault)]
+        assert order.open_key == open_key(device_id, order.fault, order.source)
+        mine = [(answers[i], p72) for i, d, f, p72 in specs if kind(d, f) == (device_id, fault)]
         said = Counter(outcome for (outcome, _, _), _ in mine)
         assert said["opened"] == 1, (device_id, fault, said)
+        opener = [f for i, d, f, _ in specs if answers[i][0] == "opened" and d == device_id]
+        assert order.fault in opener  # the fault the opening trigger named
         assert {order_id for (_, order_id, _), _ in mine} == {order.id}
         history = events[order.id]
         assert [e.kind for e in history] == ["opened"] + ["updated"] * said["updated"]

@@ -138,13 +138,38 @@ def test_a_second_trigger_updates_the_open_order_only_when_risk_rises(
     assert count(wo_sessions, OutboxMessage, event="updated") == 1
 
 
-def test_other_faults_of_the_same_device_get_their_own_order(
+def test_a_risk_trigger_naming_another_fault_raises_the_device_s_open_risk_order(
     wo_sessions: sessionmaker[Session], biz: Business
 ) -> None:
+    # The risk model gives one failure probability per device and names its likeliest
+    # fault: another name for the same device is the same predicted failure, diagnosed
+    # anew. One order, whose history and desk update say what the model now names.
     dev = biz.devices[1]
     a = service.trigger(wo_sessions, risk(dev, 0.5), POLICY, now=NOW)
-    b = service.trigger(wo_sessions, risk(dev, 0.5, fault="bearing_wear"), POLICY, now=NOW)
-    assert a.outcome == b.outcome == "opened" and a.order_id != b.order_id
+    same = service.trigger(wo_sessions, risk(dev, 0.52, fault="bearing_wear"), POLICY, now=NOW)
+    assert a.outcome == "opened" and (same.outcome, same.order_id) == ("unchanged", a.order_id)
+    up = service.trigger(wo_sessions, risk(dev, 0.9, fault="bearing_wear"), POLICY, now=NOW)
+    assert (up.outcome, up.order_id) == ("updated", a.order_id)
+    assert count(wo_sessions, WorkOrder, device_id=dev) == 1
+    with wo_sessions() as s:
+        o = s.get(WorkOrder, a.order_id)
+        assert o is not None and o.fault == "refrigerant_leak" and o.p72 == 0.9
+        assert o.evidence["risk"]["fault"] == "bearing_wear"
+        note = s.scalar(select(OutboxMessage.comment).where(OutboxMessage.event == "updated"))
+        assert note is not None and "the model now names bearing_wear" in note
+    # An alarm is its own order, beside the risk order.
+    alarm = Trigger(device_id=dev, fault="alarm:device_offline", source=Source.ALARM, at=NOW)
+    assert service.trigger(wo_sessions, alarm, POLICY, now=NOW).outcome == "opened"
+    # In one batch as in separate calls: the first fault opens, the second raises it.
+    other = biz.devices[2]
+    results = service.trigger_many(
+        wo_sessions,
+        [risk(other, 0.4, fault="bearing_wear"), risk(other, 0.95, fault="refrigerant_leak")],
+        POLICY,
+        now=NOW,
+    )
+    assert [r.outcome for r in results] == ["opened", "updated"]  # type: ignore[union-attr]
+    assert count(wo_sessions, WorkOrder, device_id=other) == 1
 
 
 def test_closing_starts_a_cool_down_then_a_new_order_may_open(
@@ -347,16 +372,17 @@ def test_the_suggestion_counts_the_orders_this_process_opened_and_rereads_the_cr
     assert loads == [0, 1, 2]
     with wo_sessions.begin() as s:
         for o in s.scalars(select(WorkOrder)):
-            service.transition(s, ADMIN, o.id, "cancelled")
+            service.transition(s, ADMIN, o.id, "cancelled", now=NOW)
+    later = NOW + cached.cooldown + timedelta(seconds=1)  # a device's risk cool-down
     fouling = risk(biz.devices[0], 0.62, fault="condenser_fouling")
-    r = service.trigger(wo_sessions, fouling, cached, now=NOW)
+    r = service.trigger(wo_sessions, fouling, cached, now=later)
     with wo_sessions() as s:
         o = s.get(WorkOrder, r.order_id)
         assert o is not None and o.suggestion is not None
         assert o.suggestion["open_orders"] == 3  # the cancels are not read yet
     fresh = OrderPolicy(crew_refresh_s=0)
     valves = risk(biz.devices[1], 0.62, fault="valve_wear")
-    r = service.trigger(wo_sessions, valves, fresh, now=NOW)
+    r = service.trigger(wo_sessions, valves, fresh, now=later)
     with wo_sessions() as s:
         o = s.get(WorkOrder, r.order_id)
         assert o is not None and o.suggestion is not None
