@@ -81,15 +81,16 @@ SLA: Final = {
 """Response time by priority."""
 
 
-def risk_points(p24: float, p72: float, threshold: float, p_alert: float | None = None) -> int:
-    """0-3: imminent (P24 ≥ 0.5 or P72 ≥ 0.8) 3, likely (P72 ≥ 0.5) 2, over the opening
-    threshold 1, below it 0. The threshold applies to ``p_alert`` (the risk within the
-    model's alert horizon), or to P72 for a model without one."""
+def risk_points(p24: float, p72: float, threshold: float, p_open: float) -> int:
+    """0-3: imminent (P24 ≥ 0.5 or P72 ≥ 0.8) 3, likely (P72 ≥ 0.5) 2, ``p_open`` over
+    the opening threshold 1, below it 0. ``p_open`` is the probability the threshold
+    applies to: the risk within the model's alert horizon, or P72 for a model without one
+    (:attr:`cloud.workorders.service.Trigger.p_open`)."""
     if p24 >= 0.5 or p72 >= 0.8:
         return 3
     if p72 >= 0.5:
         return 2
-    return 1 if (p72 if p_alert is None else p_alert) >= threshold else 0
+    return 1 if p_open >= threshold else 0
 
 
 def priority(points_risk: int, criticality: str, occupant_flags: Iterable[str]) -> int:

@@ -807,7 +807,7 @@ def _priority(t: Trigger, device: _Device) -> int:
     points = (
         2
         if t.source is not Source.RISK
-        else policy.risk_points(t.p24 or 0.0, t.p72 or 0.0, t.threshold, t.p_alert)
+        else policy.risk_points(t.p24 or 0.0, t.p72 or 0.0, t.threshold, t.p_open or 0.0)
     )
     return policy.priority(points, device.criticality, device.occupant_flags)
 

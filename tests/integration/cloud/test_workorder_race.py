@@ -309,7 +309,7 @@ def test_1000_concurrent_triggers_from_several_processes_open_one_order_per_devi
         highest = max(p72 for _, p72 in mine if p72 is not None)
         device = devices[device_id]
         expected_prio = policy.priority(
-            policy.risk_points(P24, highest, THRESHOLD),
+            policy.risk_points(P24, highest, THRESHOLD, highest),
             str(device.criticality),
             device.occupant_flags or [],
         )

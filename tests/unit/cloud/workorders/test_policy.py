@@ -76,7 +76,7 @@ def test_every_open_state_can_reach_an_end() -> None:
     ],
 )
 def test_risk_points(p24: float, p72: float, threshold: float, points: int) -> None:
-    assert policy.risk_points(p24, p72, threshold) == points
+    assert policy.risk_points(p24, p72, threshold, p72) == points  # a model alerting on P72
 
 
 @pytest.mark.parametrize(
