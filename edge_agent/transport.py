@@ -305,9 +305,9 @@ class ModbusLink:
 
 
 class _MbapStream(asyncio.Protocol):
-    """The receiving side of one Modbus TCP connection: frames matched to the request
-    awaiting its transaction id; anything else (a late answer to a request given up on) is
-    counted and dropped."""
+    """The receiving side of one Modbus TCP connection: frames matched to the requests
+    awaiting their transaction ids; anything else (a late answer to a request given up on)
+    is dropped."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -316,9 +316,8 @@ class _MbapStream(asyncio.Protocol):
         """Bytes received on this connection."""
         self.paired = 0
         """Bytes of the frames that answered a request waiting."""
-        self.stray = 0
-        """Frames that answered no request waiting (late answers)."""
         self._buffer = bytearray()
+        """At most one partial frame (260 bytes) and the rest of what one read brought."""
         self._waiting: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -346,8 +345,7 @@ class _MbapStream(asyncio.Protocol):
             if answer is not None and not answer.done():
                 answer.set_result((unit_id, pdu))
                 self.paired += mbap.HEADER + len(pdu)
-            else:
-                self.stray += 1
+            # else: a late answer to a request given up on, dropped
 
     def _fail(self, exc: Exception) -> None:
         waiting, self._waiting = self._waiting, {}
@@ -363,7 +361,8 @@ class _MbapStream(asyncio.Protocol):
 
 
 class MbapClient:
-    """A Modbus TCP connection read one request at a time, framed by :mod:`edge_agent.mbap`.
+    """A Modbus TCP connection, framed by :mod:`edge_agent.mbap`: one request at a time
+    (:meth:`read`), or several sent together (:meth:`read_many`, pipelined).
 
     Requests carry increasing transaction ids; an answer that comes after its request timed
     out is recognised by its id and dropped, so the stream stays in step. A header that is
