@@ -25,8 +25,8 @@ time is up. Pass: every record every agent produced is stored exactly once (each
 buffer journals every seq it hands out; InfluxDB is read point by point), no seq reused,
 nothing dropped; the rogue's good records stored, its bad ones refused with the right
 reasons and counted; nothing of the foreign-topic attempts delivered or stored; at most
-one open work order per device and fault (and orders were opened); and at the end every
-process alive and answering, every agent's buffer drained.
+one open risk order per device and one per device and alarm (and orders were opened); and
+at the end every process alive and answering, every agent's buffer drained.
 
 Sizes come from the environment (``tests/soak/README.md`` shows a long run):
 ``EDGEWATCH_SOAK_SECONDS`` (90), ``EDGEWATCH_SOAK_GATEWAYS`` (3),
@@ -88,7 +88,7 @@ from support.processes import Process, die_with_parent, ingest_worker, scrape
 
 from cloud.db import make_engine, make_sessionmaker
 from cloud.risk.models import RiskRequest
-from cloud.workorders.models import WorkOrder
+from cloud.workorders.models import Source, WorkOrder
 from edge_agent.protocol import (
     INGEST_SHARED_FILTER,
     Ack,
@@ -884,7 +884,7 @@ def test_fault_soak(stack: Stack, tmp_path: Path) -> None:
         # ---- work orders ----
         orders, open_doubled, requests_left = work_orders(stack)
         if open_doubled:
-            problems.append(f"work orders doubled (open per device and fault): {open_doubled}")
+            problems.append(f"work orders doubled (open, per risk or alarm): {open_doubled}")
         if not orders:
             problems.append("no work order was opened: the alarm path never reached the scorer")
         if requests_left:
@@ -996,8 +996,8 @@ def check_foreign(soak: Soak) -> list[str]:
 
 
 def work_orders(stack: Stack) -> tuple[list[dict[str, Any]], dict[str, int], int]:
-    """(every order, open orders per device and fault where more than one, requests left)
-    once the scorer has handled what ingest asked of it."""
+    """(every order, open orders per device's risk or device and alarm where more than one,
+    requests left) once the scorer has handled what ingest asked of it."""
     engine = make_engine(stack.database_url)
     sessions = make_sessionmaker(engine)
     try:
@@ -1009,17 +1009,27 @@ def work_orders(stack: Stack) -> tuple[list[dict[str, Any]], dict[str, int], int
         wait_for(lambda: pending() == 0, 60)
         with sessions() as s:
             rows = s.execute(
-                select(WorkOrder.device_id, WorkOrder.fault, WorkOrder.closed_at, WorkOrder.number)
+                select(
+                    WorkOrder.device_id,
+                    WorkOrder.fault,
+                    WorkOrder.closed_at,
+                    WorkOrder.number,
+                    WorkOrder.source,
+                )
             ).all()
         left = pending()
     finally:
         engine.dispose()
-    open_per = Counter((d, f) for d, f, closed, _ in rows if closed is None)
+    open_per = Counter(
+        (d, "risk" if source == Source.RISK else f)
+        for d, f, closed, _, source in rows
+        if closed is None
+    )
     doubled = {f"{d}/{f}": n for (d, f), n in open_per.items() if n > 1}
     names = {i: n for login in stack.logins.values() for n, i in login.devices.items()}
     orders = [
         {"number": num, "device": names.get(d, d), "fault": f, "open": closed is None}
-        for d, f, closed, num in rows
+        for d, f, closed, num, _ in rows
     ]
     return sorted(orders, key=lambda o: o["number"]), doubled, left
 
