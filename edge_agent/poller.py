@@ -626,8 +626,9 @@ class Poller:
             return True
         if isinstance(outcome, (DeviceTimeout, LinkError)):
             link_down = isinstance(outcome, LinkError)
-            if not (tally.silent or tally.link_down):  # once a poll, however many blocks
+            if not tally.cut_off:  # once a poll, however many blocks
                 dev.errors["link" if link_down else "timeout"] += 1
+                tally.cut_off = True
             tally.first_error = tally.first_error or outcome
             tally.link_down |= link_down
             tally.silent |= not link_down
@@ -770,6 +771,8 @@ class _Tally:
     answered: bool = False
     silent: bool = False
     link_down: bool = False
+    cut_off: bool = False
+    """A timeout or a lost link was counted (once a poll)."""
     rtt: float = 0.0
     first_error: TransportError | None = None
 
