@@ -23,7 +23,7 @@ from edge_agent.features import signal_of
 from models import anomaly, risk
 from models.anomaly import AssetWindows, FittedDetector, asset_baseline, healthy_mask
 from models.dataset import Dataset, Recording
-from models.errors import DatasetError, TrainingError
+from models.errors import ArtifactError, DatasetError, TrainingError
 from models.export import LoadedDetector, WindowSpec
 from models.featurize import (
     candidate_features,
@@ -304,6 +304,9 @@ class ScoredWindows:
     windows: WindowedRecording
     score: F64
     contributions: F64
+    z: F64
+    """The detector's inputs standardised against the asset's baseline (windows ×
+    features)."""
 
 
 def score_windows(ds: Dataset, rec: Recording, det: LoadedDetector) -> ScoredWindows:
@@ -311,8 +314,9 @@ def score_windows(ds: Dataset, rec: Recording, det: LoadedDetector) -> ScoredWin
     ends, the asset standardised against its own healthy training windows."""
     w = windowed(ds, rec, det.feature_names, det.windows.size, det.windows.hop)
     base = asset_baseline(det.fleet, det.baseline_mode, w.x[w.healthy_train], det.scale_floor)
-    score, contrib = det.run(det.fleet.to_raw(base.z(w.x)))
-    return ScoredWindows(w, score, contrib)
+    z = base.z(w.x)
+    score, contrib = det.run(det.fleet.to_raw(z))
+    return ScoredWindows(w, score, contrib, z)
 
 
 def score_recording(
@@ -343,7 +347,7 @@ def risk_table(
     w, score, contrib = sw.windows, sw.score, sw.contributions
     shares, signals = risk.signal_shares(det.feature_names, contrib)
     t = rec.t[w.ends]
-    x, names = risk.risk_features(t, score, shares, signals)
+    x, names = risk.risk_features(t, score, shares, signals, sw.z, det.feature_names)
     fails = ds.failures_of(rec.asset_id)
     times = [f.time for f in fails]
     repairs = [e.time for e in ds.events_of(rec.asset_id) if e.kind == "maintenance"]
@@ -363,6 +367,22 @@ def risk_table(
         "failures": times,
         "failure_types": [f.fault_type for f in fails],
     }
+
+
+def model_inputs(table: dict[str, Any], model: risk.LoadedRisk) -> F64:
+    """The columns of ``table["x"]`` that ``model`` takes, in its order (a model fitted
+    before the z-mean inputs takes only the others)."""
+    names = [str(n) for n in model.meta["feature_names"]]
+    if names == table["names"]:
+        return np.asarray(table["x"])
+    col = {n: i for i, n in enumerate(table["names"])}
+    missing = [n for n in names if n not in col]
+    if missing:
+        raise ArtifactError(
+            f"risk model of {table['asset_id']}: inputs {missing[:3]} are not risk features "
+            "of its detector (fitted on another detector?)"
+        )
+    return np.asarray(table["x"][:, [col[n] for n in names]])
 
 
 def fit_risk_models(
@@ -404,7 +424,7 @@ class RiskReport:
         if not test.any():
             return
         t = table["t"][test]
-        out = model.run(table["x"][test])
+        out = model.run(model_inputs(table, model)[test])
         a = table["asset_id"]
         # alerts over the whole test part, down windows included (not scored), so that an
         # alert ends when its asset fails, and the quiet time after a repair is kept as

@@ -7,13 +7,20 @@ Built on the asset type's anomaly detector (:mod:`models.anomaly`). At every win
 1. the detector's per-feature residual contributions are summed per signal (the part of
    the feature name before its feature), giving each signal's share of the anomaly score;
 2. *risk features*: ``log1p`` of each signal's share and of the score, averaged over the
-   trailing :data:`SHORT_H` and :data:`LONG_H` hours, and the least-squares trend of
-   ``log1p(score)`` per day over the trailing :data:`LONG_H` hours;
-3. three logistic regressions (standardised inputs) give P(failure within 24 h), within
-   the horizon (72 h by default) and within the *alert horizon* (the horizon or one of
-   :data:`ALERT_HORIZONS_H`, chosen on the training part, or as asked); a multinomial one,
-   fitted on the windows within the alert horizon of a failure (where alerts open work
-   orders), gives the fault type.
+   trailing :data:`SHORT_H` and :data:`LONG_H` hours, the least-squares trend of
+   ``log1p(score)`` per day over the trailing :data:`LONG_H` hours, and each detector
+   feature's standardised value ``z`` (against the asset's baseline, as the detector gets
+   it) averaged over the trailing :data:`LONG_H` hours. The shares show what the healthy
+   correlations no longer explain; the ``z`` means also show a drift along them (a fouled
+   condenser looks like a hot day that does not end) and which signals moved which way,
+   which tells the fault types apart. Models fitted before the ``z`` means existed are
+   still served (their ``feature_names`` say which inputs they take);
+3. three L2-regularised logistic regressions (:data:`REGULARISATION_C`, standardised
+   inputs, fitted on at most about :data:`FIT_MAX_WINDOWS` windows) give P(failure within
+   24 h), within the horizon (72 h by default) and within the *alert horizon* (the
+   horizon or one of :data:`ALERT_HORIZONS_H`, chosen on the training part, or as asked);
+   a multinomial one, fitted on the windows within the alert horizon of a failure (where
+   alerts open work orders), gives the fault type.
 
 Why a third probability: alerts must come at least 72 h before a failure, but a window
 72 h or more before one is a negative for "failure within 72 h", so a model of that
@@ -85,6 +92,16 @@ OUTPUTS = ("p24", "p_horizon", "p_alert", "fault_probs", "contributions")
 LEGACY_OUTPUTS = ("p24", "p_horizon", "fault_probs", "contributions")
 """Those of a graph fitted before ``p_alert`` (whose contributions are of the horizon
 logit); still served."""
+Z_SUFFIX = f"__z_mean_{LONG_H:g}h"
+"""Name suffix of the z-mean risk inputs (:func:`risk_features` with ``z``)."""
+REGULARISATION_C = 0.01
+"""Inverse L2 strength of the probability regressions (inputs standardised). The inputs
+are many and the failures that carry the signal few (windows an hour apart are not
+independent), so the weights are kept small."""
+FIT_MAX_WINDOWS = 300_000
+"""The regressions are fitted on at most about this many windows: beyond it, on every k-th
+window of each recording (consecutive windows overlap almost entirely, so little is lost,
+and fitting time stays bounded). Every window still counts when choosing the threshold."""
 RISK_DIR = "risk"
 RISK_ONNX = "risk.onnx"
 RISK_JSON = "risk.json"
@@ -162,9 +179,18 @@ def _trailing_slope_per_day(t: F64, y: F64, span_s: float) -> F64:
 
 
 def risk_features(
-    t: F64, score: F64, signal_shares: F64, signals: Sequence[str]
+    t: F64,
+    score: F64,
+    signal_shares: F64,
+    signals: Sequence[str],
+    z: F64 | None = None,
+    z_features: Sequence[str] = (),
 ) -> tuple[F64, list[str]]:
-    """The risk model's inputs at every window end (see the module docstring)."""
+    """The risk model's inputs at every window end (see the module docstring).
+
+    ``z`` (windows × features, the detector's inputs standardised against the asset's
+    baseline, in ``z_features`` order): also the trailing :data:`LONG_H` mean of each,
+    named ``{feature}__z_mean_72h``, missing values counting as 0."""
     ls = np.log1p(np.clip(np.nan_to_num(score), 0, None))[:, None]
     lc = np.log1p(np.clip(np.nan_to_num(signal_shares), 0, None))
     both = np.hstack([ls, lc])
@@ -178,7 +204,15 @@ def risk_features(
         + [f"{s}__share_mean_{LONG_H:g}h" for s in signals]
         + [f"score__trend_per_day_{LONG_H:g}h"]
     )
-    return np.hstack([short, long, trend]), names
+    parts = [short, long, trend]
+    if z is not None:
+        if z.ndim != 2 or z.shape != (t.size, len(z_features)):
+            raise ValueError(
+                f"z of shape {z.shape} for {t.size} windows of {len(z_features)} features"
+            )
+        parts.append(_trailing_mean(t, np.nan_to_num(z), LONG_H * 3600))
+        names += [f"{f}{Z_SUFFIX}" for f in z_features]
+    return np.hstack(parts), names
 
 
 @dataclass
@@ -335,7 +369,8 @@ def fit_risk(
     else:
         candidates = [alert_horizon_h]
     names = rows[0]["names"]
-    sel = [(r, r["train"] & ~r["down"]) for r in rows]
+    usable = [r["train"] & ~r["down"] for r in rows]
+    sel = list(zip(rows, _thinned(usable), strict=True))
     x = np.vstack([r["x"][m] for r, m in sel])
     ttf = np.concatenate([r["ttf"][m] for r, m in sel])
     fault = np.concatenate([r["fault"][m] for r, m in sel])
@@ -410,11 +445,26 @@ def fit_risk(
     model.threshold = chosen["threshold"]
     model.info = {
         **{k: v for k, v in chosen.items() if k != "threshold"},
-        "train_windows": int(x.shape[0]),
+        "train_windows": int(sum(m.sum() for m in usable)),
+        "fit_windows": int(x.shape[0]),
         "positive_windows": int(yh.sum()),
         "alert_horizons": tried,
     }
     return model
+
+
+def _thinned(masks: Sequence[B]) -> list[B]:
+    """Each mask keeping every k-th of its windows, k the smallest that leaves at most
+    :data:`FIT_MAX_WINDOWS` in all."""
+    k = max(1, -(-sum(int(m.sum()) for m in masks) // FIT_MAX_WINDOWS))
+    if k == 1:
+        return list(masks)
+    out = []
+    for m in masks:
+        thin = np.zeros_like(m)
+        thin[np.flatnonzero(m)[::k]] = True
+        out.append(thin)
+    return out
 
 
 def _fault_types(z: F64, fault: npt.NDArray[Any], rows: B) -> tuple[list[str], F64, F64]:
@@ -439,7 +489,7 @@ def _fault_types(z: F64, fault: npt.NDArray[Any], rows: B) -> tuple[list[str], F
 def _logistic() -> Any:
     from sklearn.linear_model import LogisticRegression
 
-    return LogisticRegression(C=0.1, max_iter=2000, class_weight="balanced")
+    return LogisticRegression(C=REGULARISATION_C, max_iter=2000, class_weight="balanced")
 
 
 def build_risk_onnx(m: RiskModel) -> bytes:

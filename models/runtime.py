@@ -10,8 +10,9 @@ same steps as offline evaluation (:func:`models.pipeline.score_windows`,
    (:func:`models.anomaly.asset_baseline`; ``baseline=None``: the fleet baseline) and run
    through the detector's ONNX graph: anomaly score and per-feature contributions;
 2. contributions summed per signal (:func:`models.risk.signal_shares`), then the risk
-   features (:func:`models.risk.risk_features`: trailing 24 h / 72 h means and the 72 h
-   score trend);
+   features (:func:`models.risk.risk_features`: trailing 24 h / 72 h means, the 72 h
+   score trend and, for a model fitted with them, the 72-h means of the standardised
+   features of step 1);
 3. the risk graph on the rows asked for: P(failure ≤ 24 h), P(failure ≤ horizon),
    P(failure ≤ alert horizon), the fault type probabilities and each risk input's share of
    the alert logit.
@@ -69,6 +70,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime.capi.onnxruntime_pybind11_state as _ort_state
 
+from edge_agent.features import signal_of
 from models import risk
 from models.anomaly import MIN_ASSET_WINDOWS, Baseline, QuantileBaseline, Standardizer
 from models.anomaly import asset_baseline as _asset_baseline
@@ -170,11 +172,15 @@ def health_index(p_horizon: float, score: float, threshold: float) -> int:
 
 def input_signals(input_names: Sequence[str], signals: Sequence[str]) -> F64:
     """The 0/1 matrix (risk inputs × signals) of which signal each risk input belongs to
-    (``{signal}__share_mean_…``); score inputs belong to none."""
+    (``{signal}__share_mean_…``, and ``{feature}__z_mean_…`` to its feature's signal); score
+    inputs belong to none."""
     col = {s: i for i, s in enumerate(signals)}
     m = np.zeros((len(input_names), len(signals)))
     for i, name in enumerate(input_names):
-        j = col.get(name.rsplit("__", 1)[0])
+        head = name.rsplit("__", 1)[0]
+        j = col.get(head)
+        if j is None and name.endswith(risk.Z_SUFFIX):
+            j = col.get(signal_of(head))
         if j is not None:
             m[i, j] = 1.0
     return m
@@ -222,6 +228,9 @@ class _AssetModels:
     fault_types: tuple[str, ...]
     threshold: float
     horizon_h: float
+    z_inputs: bool
+    """The risk model also takes the trailing means of the standardised features (fitted
+    since they exist; see :func:`models.risk.risk_features`)."""
 
 
 class RiskRuntime:
@@ -309,27 +318,29 @@ class RiskRuntime:
         m = self._get(asset_type)
         det = m.detector
         f = len(m.spec.feature_names)
-        prepared: list[tuple[F64, F64]] = []
+        prepared: list[tuple[F64, F64]] = []  # window ends, standardised features
         for i, dev in enumerate(devices):
             t, x = _history(dev.t, dev.x, f, i if len(devices) > 1 else None)
             if t.size:
                 lo = np.searchsorted(t, t[max(t.size - last, 0)] - _LONG_S, side="right")
                 t, x = t[lo:], x[lo:]
-                base = self._standardizer(m, dev.baseline)
-                x = det.fleet.to_raw(base.z(x))
+                x = self._standardizer(m, dev.baseline).z(x)
             prepared.append((t, x))
         rows = [t.size for t, _ in prepared]
         if sum(rows) == 0:
             return [[] for _ in devices]
-        score, contrib = det.run(np.vstack([x for _, x in prepared]))
+        z_all = np.vstack([z for _, z in prepared])
+        score, contrib = det.run(det.fleet.to_raw(z_all))
         bounds = np.cumsum([0, *rows])
         inputs: list[F64] = []
         scored: list[tuple[F64, F64, F64, int]] = []  # t, score, anomaly shares, rows asked
-        for (t, _), a, b in zip(prepared, bounds[:-1], bounds[1:], strict=True):
+        for (t, z), a, b in zip(prepared, bounds[:-1], bounds[1:], strict=True):
             shares, signals = risk.signal_shares(det.feature_names, contrib[a:b])
             k = min(last, t.size)
             if k:
-                rx, _ = risk.risk_features(t, score[a:b], shares, signals)
+                rx, _ = risk.risk_features(
+                    t, score[a:b], shares, signals, *((z, det.feature_names) if m.z_inputs else ())
+                )
                 inputs.append(rx[-k:])
             scored.append((t, score[a:b], shares, k))
         ro = m.risk.run(np.vstack(inputs))
@@ -464,7 +475,14 @@ def _load_asset(det: LoadedDetector) -> _AssetModels:
         )
     f = len(det.feature_names)
     _, signals = risk.signal_shares(det.feature_names, np.zeros((1, f)))
-    _, expected = risk.risk_features(np.zeros(1), np.zeros(1), np.zeros((1, len(signals))), signals)
+    z_inputs = any(n.endswith(risk.Z_SUFFIX) for n in names)
+    _, expected = risk.risk_features(
+        np.zeros(1),
+        np.zeros(1),
+        np.zeros((1, len(signals))),
+        signals,
+        *((np.zeros((1, f)), det.feature_names) if z_inputs else ()),
+    )
     if names != expected:
         raise ArtifactError(
             f"{meta_path}: feature_names are not the risk features of the detector's "
@@ -489,6 +507,7 @@ def _load_asset(det: LoadedDetector) -> _AssetModels:
         fault_types=fault_types,
         threshold=threshold,
         horizon_h=horizon_h,
+        z_inputs=z_inputs,
     )
 
 

@@ -15,6 +15,7 @@ from support.models import run_models
 
 from models import risk
 from models.cli import main
+from models.errors import ArtifactError
 
 H = 3600.0
 DAY = 86400.0
@@ -151,6 +152,7 @@ class _FixedRisk:
 
     def __init__(self, horizon_h: float) -> None:
         self.horizon_h = horizon_h
+        self.meta = {"feature_names": ["a", "b"]}
 
     def run(self, x: np.ndarray) -> risk.RiskOutput:
         p = (np.arange(x.shape[0]) >= 10).astype(np.float64)
@@ -169,6 +171,7 @@ def test_the_failures_judged_do_not_depend_on_the_model_horizon() -> None:
         "asset_id": "a1",
         "t": t,
         "x": np.zeros((40, 2)),
+        "names": ["a", "b"],
         "train": np.zeros(40, dtype=bool),
         "down": np.zeros(40, dtype=bool),
         "failures": [t[-1] + 50 * hour, t[-1] + 100 * hour],
@@ -215,6 +218,7 @@ def test_the_fault_type_is_judged_where_each_alert_was_raised() -> None:
             "asset_id": asset,
             "t": t,
             "x": np.zeros((40, 2)),
+            "names": ["a", "b"],
             "train": np.zeros(40, dtype=bool),
             "down": np.zeros(40, dtype=bool),
             "failures": failures,
@@ -249,3 +253,40 @@ def test_a_fixed_alert_horizon_is_used_as_asked(tmp_path: Path) -> None:
     meta = json.loads((out / "pump" / "risk" / "risk.json").read_text())
     assert (meta["horizon_h"], meta["alert_horizon_h"]) == (72, 168)
     assert list(meta["info"]["alert_horizons"]) == ["168"]
+
+
+def test_the_regressions_are_fitted_on_a_bounded_number_of_windows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Beyond FIT_MAX_WINDOWS, every k-th usable window of each recording (k the smallest
+    that fits); below it, all of them."""
+    monkeypatch.setattr(risk, "FIT_MAX_WINDOWS", 10)
+    a = np.array([True] * 12 + [False] * 3)
+    b = np.array([False, True, True, True, True, True, True, True, True])
+    got = risk._thinned([a, b])  # 20 usable: every 2nd
+    assert np.flatnonzero(got[0]).tolist() == [0, 2, 4, 6, 8, 10]
+    assert np.flatnonzero(got[1]).tolist() == [1, 3, 5, 7]
+    assert sum(int(m.sum()) for m in got) <= 10
+    small = risk._thinned([a[:5], b[:4]])
+    assert [m.tolist() for m in small] == [a[:5].tolist(), b[:4].tolist()]
+
+
+def test_an_older_risk_model_is_evaluated_on_the_inputs_it_was_fitted_on() -> None:
+    """A table carries every risk input the code computes; a model fitted before some of
+    them existed gets its own, by name, and one naming an input the detector has not is
+    refused with the input named."""
+    from models.pipeline import model_inputs
+
+    table = {
+        "asset_id": "a1",
+        "names": ["score__mean_24h", "a__share_mean_24h", "a__mean__z_mean_72h"],
+        "x": np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]),
+    }
+    old = _FixedRisk(72.0)
+    old.meta = {"feature_names": ["a__share_mean_24h", "score__mean_24h"]}
+    assert model_inputs(table, old).tolist() == [[2.0, 1.0], [5.0, 4.0]]  # type: ignore[arg-type]
+    old.meta = {"feature_names": table["names"]}
+    assert model_inputs(table, old).tolist() == table["x"].tolist()  # type: ignore[arg-type]
+    old.meta = {"feature_names": ["score__mean_24h", "b__share_mean_24h"]}
+    with pytest.raises(ArtifactError, match=r"a1: inputs \['b__share_mean_24h'\]"):
+        model_inputs(table, old)  # type: ignore[arg-type]

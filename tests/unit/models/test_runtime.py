@@ -22,7 +22,7 @@ from models import risk
 from models.anomaly import MIN_ASSET_WINDOWS, Baseline, FittedDetector, Scorer
 from models.errors import ArtifactError
 from models.export import WindowSpec, load_detectors, write_detector
-from models.pipeline import risk_table, score_windows
+from models.pipeline import model_inputs, risk_table, score_windows
 from models.runtime import (
     Assessment,
     DeviceHistory,
@@ -60,7 +60,7 @@ def test_same_numbers_as_the_offline_risk_table(
     table = risk_table(sim.ds, rec, det, sw)
     model = risk.load_risk(det.folder)
     assert model is not None
-    out = model.run(table["x"])
+    out = model.run(model_inputs(table, model))
     w, t = sw.windows, table["t"]
     reference = w.x[w.healthy_train]
     # the healthy devices get their own (quantile) baseline, the failing one the fleet's
@@ -331,6 +331,7 @@ def _hand_made(
     bh: float,
     threshold: float = 0.5,
     alert: tuple[dict[str, float], float] | None = None,
+    z_inputs: bool = False,
 ) -> RiskRuntime:
     """A detector whose score is the mean z² (z = the raw values: centre 0, scale 1;
     threshold 1) and a risk model whose horizon logit is ``bh`` + Σ ``wh[input]`` · input
@@ -348,7 +349,8 @@ def _hand_made(
         target_far=0.01,
     )
     where = write_detector(det, folder, WindowSpec(size=12, hop=12, interval_s=300.0))
-    _, names = risk.risk_features(np.zeros(1), np.zeros(1), np.zeros((1, f)), SIGNALS)
+    z = (np.zeros((1, f)), FEATURES) if z_inputs else ()
+    _, names = risk.risk_features(np.zeros(1), np.zeros(1), np.zeros((1, f)), SIGNALS, *z)
     n = len(names)
     model = risk.RiskModel(
         asset_type="pump",
@@ -370,6 +372,43 @@ def _hand_made(
     )
     risk.write_risk(model, where)
     return RiskRuntime.load(folder)
+
+
+def test_a_risk_model_on_the_standardised_features_means(tmp_path: Path) -> None:
+    """A model fitted with the z-mean inputs gets each feature's trailing 72-h mean z: a
+    current drifting up by 2 robust scales over three days raises the alert (which the
+    anomaly score alone, the mean z², does not tell from a drop), and the alert is
+    explained by the current's signal."""
+    name = f"current_l1__mean{risk.Z_SUFFIX}"
+    rt = _hand_made(tmp_path, {}, _logit(0.1), alert=({name: 2.0}, -2.0), z_inputs=True)
+    t = START + np.arange(37) * 7200.0  # three days of windows, one every 2 h
+    drift = np.column_stack([np.zeros(37), np.zeros(37), np.linspace(0.0, 4.0, 37)])
+    (got,) = rt.assess("pump", t, drift)
+    zmean = drift[1:, 2].mean()  # the windows of the trailing 72 h: (t - 72 h, t]
+    assert got.p_alert == pytest.approx(1 / (1 + math.exp(-(2.0 * zmean - 2.0))), abs=1e-6)
+    assert got.alert and [s.signal for s in got.top_signals] == ["current_l1"]
+    (drop,) = rt.assess("pump", t, -drift)
+    assert drop.anomaly_score == pytest.approx(got.anomaly_score)
+    assert not drop.alert
+    assert drop.p_alert == pytest.approx(1 / (1 + math.exp(2.0 * zmean + 2.0)), abs=1e-6)
+
+
+def test_risk_inputs_of_the_standardised_features() -> None:
+    """The trailing 72-h mean of each feature's z, missing z counting as 0."""
+    t = np.arange(5) * 24 * H  # one window a day: the 72-h mean spans the last 3
+    z = np.array([[0.0, 1.0], [3.0, 1.0], [6.0, np.nan], [9.0, 1.0], [12.0, 1.0]])
+    features = ["a__mean", "b-a__maximum"]
+    x, names = risk.risk_features(t, np.zeros(5), np.zeros((5, 2)), ["a", "b-a"], z, features)
+    assert names[-2:] == ["a__mean__z_mean_72h", "b-a__maximum__z_mean_72h"]
+    np.testing.assert_allclose(x[:, -2], [0.0, 1.5, 3.0, 6.0, 9.0])
+    np.testing.assert_allclose(x[:, -1], [1.0, 1.0, 2 / 3, 2 / 3, 2 / 3])
+    plain, plain_names = risk.risk_features(t, np.zeros(5), np.zeros((5, 2)), ["a", "b-a"])
+    assert plain_names == names[:-2]
+    np.testing.assert_array_equal(plain, x[:, :-2])
+    with pytest.raises(ValueError, match=r"z of shape \(5, 2\) for 5 windows of 1 features"):
+        risk.risk_features(t, np.zeros(5), np.zeros((5, 2)), ["a", "b-a"], z, features[:1])
+    m = input_signals(names, ["a", "b-a"])
+    assert m[-2:].tolist() == [[1, 0], [0, 1]]  # each belongs to its feature's signal
 
 
 def _logit(p: float) -> float:
