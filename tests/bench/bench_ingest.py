@@ -2,6 +2,7 @@
 rate measured in the same run, and ingest-to-ack latency at half that load.
 
     .venv/bin/python tests/bench/bench_ingest.py [--workers 2] [--gateways 40] [--seconds 20]
+        [--influx-data cache-snapshot-memory-size='"6m"' ...]
 
 Starts a private ``influxd`` and ``mosquitto`` on loopback and a SQLite registry of
 ``--gateways`` gateways × ``--devices`` devices. The records are what a gateway sends:
@@ -17,7 +18,10 @@ sends them).
 3. latency: the publisher paced at half the measured throughput for ``--seconds``; for
    every batch, publish → ack received (p50, p99, max). The tail is set beside InfluxDB's
    cache snapshots in the same seconds (from its log): how many of the batches slower than
-   150 ms were in flight while one was written, and the p99 of the batches that were not.
+   150 ms were in flight while one was written, and the p99 of the batches that were not;
+   and the CPU seconds ``influxd`` spent meanwhile (snapshots and compactions included).
+
+``--influx-data KEY=VALUE`` sets an ``influxd`` ``[data]`` option for the run (TOML value).
 
 Everything shares this machine's cores (InfluxDB, Mosquitto, workers, publisher).
 Prints the figures and writes ``tests/bench/results/ingest.json``. Not a pass/fail test.
@@ -324,6 +328,14 @@ def latency(
 SLOW_MS = 150.0
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` so far (0 without one)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def snapshots(log: Path) -> list[Span]:
     """The InfluxDB cache snapshots in ``log``: (start, end) on ``time.perf_counter``'s
     clock. A snapshot writes the in-memory cache to a TSM file; on a machine the store
@@ -374,12 +386,20 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--records-per-gateway", type=int, default=12_000)
     p.add_argument("--raw-points", type=int, default=200_000)
+    p.add_argument(
+        "--influx-data",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an influxd [data] setting, TOML value, e.g. cache-snapshot-memory-size='\"6m\"'",
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
+    data = dict(kv.split("=", 1) for kv in args.influx_data)
 
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         work = Path(tmp)
-        influx = RestartableInflux(work / "influx")
+        influx = RestartableInflux(work / "influx", data=data)
         influx.start()
         broker = stub.Broker(work)
         broker.start()
@@ -421,13 +441,16 @@ def main() -> int:
                     f"ingest: {thr['records_per_s']:,.0f} records/s ({args.workers} workers)",
                     flush=True,
                 )
+                cpu0 = cpu_seconds(influx.proc.pid if influx.proc else None)
                 lat, spans = latency(
                     pub, batches[half:], thr["records_per_s"] / 2, args.seconds, args.batch
                 )
+                lat["influxd_cpu_s"] = cpu_seconds(influx.proc.pid if influx.proc else None) - cpu0
                 print(
                     f"latency at {lat['offered_records_per_s']:,.0f} records/s: "
                     f"p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms, "
-                    f"max {lat['max_ms']:.1f} ms ({lat['acked']}/{lat['batches']} acked)",
+                    f"max {lat['max_ms']:.1f} ms ({lat['acked']}/{lat['batches']} acked); "
+                    f"influxd {lat['influxd_cpu_s']:.1f} CPU s",
                     flush=True,
                 )
                 tail = attribute_tail(spans, snapshots(influx.log_path))

@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -47,8 +48,12 @@ def find_influxd() -> str:
     raise FileNotFoundError(f"influxd is not installed: {INSTALL_HINT}")
 
 
-def influxd_config(workdir: Path, http_port: int, rpc_port: int) -> str:
-    """An ``influxd`` 1.x configuration keeping everything under ``workdir``."""
+def influxd_config(
+    workdir: Path, http_port: int, rpc_port: int, data: Mapping[str, str] | None = None
+) -> str:
+    """An ``influxd`` 1.x configuration keeping everything under ``workdir``; ``data``:
+    more ``[data]`` settings, as TOML values (e.g. ``{"cache-snapshot-memory-size": '"6m"'}``)."""
+    extra = "".join(f"  {k} = {v}\n" for k, v in (data or {}).items())
     return f"""\
 reporting-disabled = true
 bind-address = "{LOOPBACK}:{rpc_port}"
@@ -60,7 +65,7 @@ bind-address = "{LOOPBACK}:{rpc_port}"
   dir = "{workdir / "data"}"
   wal-dir = "{workdir / "wal"}"
   query-log-enabled = false
-
+{extra}
 [http]
   enabled = true
   bind-address = "{LOOPBACK}:{http_port}"
@@ -91,8 +96,11 @@ class RestartableInflux:
     a write is answered).
     """
 
-    def __init__(self, workdir: Path, http_port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, http_port: int | None = None, data: Mapping[str, str] | None = None
+    ) -> None:
         self.workdir = workdir
+        self.data = dict(data or {})
         self.binary = find_influxd()
         self.port = http_port or free_port()
         rpc_port = free_port()
@@ -118,7 +126,7 @@ class RestartableInflux:
         if self.running:
             raise RuntimeError(f"influxd is already running on {self.url}")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.conf_path.write_text(influxd_config(self.workdir, self.port, self.rpc_port))
+        self.conf_path.write_text(influxd_config(self.workdir, self.port, self.rpc_port, self.data))
         self.starts += 1
         deadline = time.monotonic() + timeout_s
         while True:
