@@ -19,12 +19,15 @@ same steps as offline evaluation (:func:`models.pipeline.score_windows`,
 
 **Pass a baseline.** The shipped detectors were fitted with per-asset baselines (mode
 ``asset``): every training asset was standardised against its own healthy windows, and the
-risk models learnt from those scores. Against the fleet baseline a healthy simulated
-compressor or fan of the test fleet scores p72 ≈ 0.7–1.0 and alerts most of the time;
-against its own first days, ≈ 0.02. Give each device's reference windows (e.g. its first
-weeks in service, at least :data:`models.anomaly.MIN_ASSET_WINDOWS` rows; fewer fall back
-to the fleet's), and build the baseline once per device with :meth:`RiskRuntime.baseline`
-when scoring often (building one costs milliseconds).
+risk models learnt from those scores. Against the fleet baseline a healthy simulated unit
+alerts most of the time. Give each device's reference windows (at least
+:data:`models.anomaly.MIN_ASSET_WINDOWS` rows; fewer fall back to the fleet's), and build
+the baseline once per reference with :meth:`RiskRuntime.baseline` when scoring often
+(building one costs milliseconds). Which windows matters over months: a unit drifts with
+the seasons away from its first weeks in service, and on the simulated test fleet a
+baseline of the first 14 days gave almost six times the false alerts of one rebuilt weekly
+from the windows 14-44 days back (``tests/bench/bench_risk_baselines.py``; figures in
+``models/artifacts/README.md``).
 
 An :class:`Assessment` adds, for the user:
 
