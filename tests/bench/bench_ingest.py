@@ -441,11 +441,12 @@ def main() -> int:
                     f"ingest: {thr['records_per_s']:,.0f} records/s ({args.workers} workers)",
                     flush=True,
                 )
-                cpu0 = cpu_seconds(influx.proc.pid if influx.proc else None)
+                pid = influx.proc.pid if influx.proc else None
+                cpu0 = cpu_seconds(pid)
                 lat, spans = latency(
                     pub, batches[half:], thr["records_per_s"] / 2, args.seconds, args.batch
                 )
-                lat["influxd_cpu_s"] = cpu_seconds(influx.proc.pid if influx.proc else None) - cpu0
+                lat["influxd_cpu_s"] = cpu_seconds(pid) - cpu0
                 print(
                     f"latency at {lat['offered_records_per_s']:,.0f} records/s: "
                     f"p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms, "

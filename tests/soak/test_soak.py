@@ -88,7 +88,7 @@ from support.processes import Process, die_with_parent, ingest_worker, scrape
 
 from cloud.db import make_engine, make_sessionmaker
 from cloud.risk.models import RiskRequest
-from cloud.workorders.models import Source, WorkOrder
+from cloud.workorders.models import WorkOrder, open_key
 from edge_agent.protocol import (
     INGEST_SHARED_FILTER,
     Ack,
@@ -1020,12 +1020,8 @@ def work_orders(stack: Stack) -> tuple[list[dict[str, Any]], dict[str, int], int
         left = pending()
     finally:
         engine.dispose()
-    open_per = Counter(
-        (d, "risk" if source == Source.RISK else f)
-        for d, f, closed, _, source in rows
-        if closed is None
-    )
-    doubled = {f"{d}/{f}": n for (d, f), n in open_per.items() if n > 1}
+    open_per = Counter(open_key(d, f, source) for d, f, closed, _, source in rows if closed is None)
+    doubled = {key: n for key, n in open_per.items() if n > 1}
     names = {i: n for login in stack.logins.values() for n, i in login.devices.items()}
     orders = [
         {"number": num, "device": names.get(d, d), "fault": f, "open": closed is None}
