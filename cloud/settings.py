@@ -119,7 +119,20 @@ class Settings(BaseSettings):
         2.0, gt=0, le=300, description="how often anomaly and alarm requests are picked up"
     )
     scorer_baseline_days: float = Field(
-        14.0, gt=0, le=365, description="a device's first days of windows are its baseline"
+        14.0,
+        gt=0,
+        le=365,
+        description="a device's first days of windows (after it is registered or repaired) "
+        "are its baseline until a rolling one exists",
+    )
+    scorer_baseline_lag_days: float = Field(
+        14.0, ge=0, le=365, description="the rolling baseline ends this many days back"
+    )
+    scorer_baseline_span_days: float = Field(
+        30.0, ge=1, le=365, description="the rolling baseline spans this many days"
+    )
+    scorer_baseline_refresh_days: float = Field(
+        7.0, ge=1, le=365, description="the rolling baseline is rebuilt this often"
     )
     risk_history_days: float = Field(
         90.0, ge=1, le=3650, description="every risk score is kept this long, then deleted"

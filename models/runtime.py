@@ -27,7 +27,8 @@ the baseline once per reference with :meth:`RiskRuntime.baseline` when scoring o
 the seasons away from its first weeks in service, and on the simulated test fleet a
 baseline of the first 14 days gave almost six times the false alerts of one rebuilt weekly
 from the windows 14-44 days back (``tests/bench/bench_risk_baselines.py``; figures in
-``models/artifacts/README.md``).
+``models/artifacts/README.md``). :class:`BaselinePolicy` says which windows, when: the
+cloud's scorer and that bench both follow it.
 
 An :class:`Assessment` adds, for the user:
 
@@ -93,6 +94,78 @@ _ORT_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
     TypeError,
 )
+
+
+DAY_S = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class BaselinePolicy:
+    """Which of a device's windows (by window end) make its baseline at a given time.
+
+    A device starts at ``origin`` (in service, or back from a repair). Time from the origin
+    is cut into blocks of ``refresh_days``; for the block holding a time, the reference is
+    the windows from ``lag_days + span_days`` to ``lag_days`` before the block starts
+    (never before the origin), once it holds at least ``min_fill`` of the windows such a
+    span holds at the device's rate (:meth:`enough`). Until then it is the windows of the
+    first ``first_days`` after the origin.
+
+    The lag keeps a fault that grows over days out of the reference that is to reveal it;
+    the span is long enough for a robust baseline and short enough to follow the seasons.
+    All spans are half-open, ``[start, end)``, in epoch seconds."""
+
+    first_days: float = 14.0
+    lag_days: float = 14.0
+    span_days: float = 30.0
+    refresh_days: float = 7.0
+    min_fill: float = 0.5
+    max_windows: int = 360
+    """Most reference windows a baseline is built from: more (a long span, a gateway that
+    sends windows often) are thinned evenly to at most this many (:meth:`thinned`), which
+    bounds what a cached baseline holds (about 0.5 MiB for the shipped compressor
+    detector's 94 features)."""
+
+    def __post_init__(self) -> None:
+        for name in ("first_days", "span_days", "refresh_days"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"baseline {name} must be > 0, not {getattr(self, name)!r}")
+        if not self.lag_days >= 0:
+            raise ValueError(f"baseline lag_days must be >= 0, not {self.lag_days!r}")
+        if not 0 < self.min_fill <= 1:
+            raise ValueError(f"baseline min_fill must be in (0, 1], not {self.min_fill!r}")
+        if self.max_windows < MIN_ASSET_WINDOWS:
+            raise ValueError(
+                f"baseline max_windows must be at least {MIN_ASSET_WINDOWS}, "
+                f"not {self.max_windows!r}"
+            )
+
+    def block(self, origin: float, now: float) -> float:
+        """Start of the refresh block holding ``now`` (``origin`` before it)."""
+        if now <= origin:
+            return origin
+        step = self.refresh_days * DAY_S
+        return origin + math.floor((now - origin) / step) * step
+
+    def first(self, origin: float) -> tuple[float, float]:
+        """The span of the first days after ``origin``."""
+        return origin, origin + self.first_days * DAY_S
+
+    def rolling(self, origin: float, block: float) -> tuple[float, float]:
+        """The lagged span for the block starting at ``block`` (clipped to the origin;
+        empty, start = end, while the lag reaches back before it)."""
+        end = max(origin, block - self.lag_days * DAY_S)
+        return max(origin, end - self.span_days * DAY_S), end
+
+    def thinned(self, rows: int) -> slice:
+        """Which of ``rows`` reference windows (in time order) the baseline is built from:
+        every k-th, the fewest k that keeps at most :attr:`max_windows`, ending on the
+        newest."""
+        step = max(1, math.ceil(rows / self.max_windows))
+        return slice((rows - 1) % step, rows, step)
+
+    def enough(self, rows: int, hop_s: float) -> bool:
+        """Whether ``rows`` windows, one per ``hop_s``, fill enough of a rolling span."""
+        return rows >= max(MIN_ASSET_WINDOWS, self.min_fill * self.span_days * DAY_S / hop_s)
 
 
 @dataclass(frozen=True, slots=True)

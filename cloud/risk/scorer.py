@@ -12,12 +12,24 @@ partition``); several scorer processes with the same ``partitions`` and differen
   for raised alarms of a visit-worthy severity, then deletes the rows it handled.
 
 Scoring a device: the windows of the last ``spec.history_s`` from the time-series store
-(the risk model's features only), its baseline (its first ``baseline_days`` of windows,
-cached once complete; the fleet's until then), :meth:`models.runtime.RiskRuntime.assess`,
+(the risk model's features only), its baseline (:meth:`RiskScorer._baseline`),
+:meth:`models.runtime.RiskRuntime.assess`,
 :func:`cloud.workorders.service.trigger` when P(failure within the alert horizon) reaches
 the asset type's threshold, then one :class:`~cloud.risk.models.RiskScore` row per window end
 (a window already scored is not scored again). Every step is idempotent and a window is
 done only once its score is stored, so a scorer killed midway loses nothing but time.
+
+A device's baseline follows :class:`models.runtime.BaselinePolicy` from the device's
+origin: its registration, or the close of its latest completed work order (a repair or
+service changes how a unit runs). The first ``baseline_days`` of windows after the origin,
+then, rebuilt every ``baseline_refresh_days``, the windows from ``baseline_lag_days +
+baseline_span_days`` to ``baseline_lag_days`` back, so that a unit is compared with itself
+a few weeks ago and not with its first fortnight, seasons ago. While the device has an
+open risk order its baseline is not rebuilt: the fault under repair stays out of it. After
+a repair the old baseline serves until the first days after it are over. A device that
+never had a baseline of its own is *learning* (not scored) until it has
+:attr:`models.runtime.InputSpec.baseline_windows` windows; until its first days are over
+its baseline is rebuilt from what it has at every pass.
 
 The history is bounded: once an hour each scorer deletes its partition's scores older than
 ``history_days`` (90) and its alerts older than ``alert_history_days`` (730), a few
@@ -46,9 +58,11 @@ from cloud.registry.models import Device, Gateway, Site
 from cloud.risk.models import RiskRequest, RiskScore
 from cloud.tsdb.base import FeatureRow, TimeSeriesStore
 from cloud.workorders.catalogue import ALARM_PREFIX
-from cloud.workorders.models import Source
+from cloud.workorders.models import Source, WorkOrder, open_key
+from cloud.workorders.policy import State
 from cloud.workorders.service import OrderPolicy, Trigger, TriggerResult, trigger, trigger_many
-from models.runtime import Assessment, DeviceHistory, RiskRuntime
+from models.anomaly import Standardizer
+from models.runtime import DAY_S, Assessment, BaselinePolicy, DeviceHistory, InputSpec, RiskRuntime
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +79,12 @@ class ScorerConfig:
     interval_s: float = 3600.0
     poll_s: float = 2.0
     baseline_days: float = 14.0
+    """A device's first days after its origin: its baseline until a rolling one exists."""
+    baseline_lag_days: float = 14.0
+    baseline_span_days: float = 30.0
+    baseline_refresh_days: float = 7.0
+    """The rolling baseline: rebuilt this often from the windows ``lag + span`` to ``lag``
+    days back (:class:`models.runtime.BaselinePolicy`)."""
     thresholds: Mapping[str, float] = field(default_factory=dict)
     """P(failure within the alert horizon) that opens an order, per asset type; missing:
     the risk model's threshold."""
@@ -80,6 +100,7 @@ class ScorerConfig:
     """Rows deleted per statement (short transactions on a large table)."""
 
     def __post_init__(self) -> None:
+        self.policy  # noqa: B018 - validates the baseline fields
         if not 0 <= self.partition < self.partitions:
             raise ValueError(f"partition {self.partition} is not in [0, {self.partitions})")
         if self.alert_history_days < self.history_days:
@@ -87,6 +108,15 @@ class ScorerConfig:
                 f"alert history ({self.alert_history_days:g} days) is shorter than the "
                 f"history ({self.history_days:g} days)"
             )
+
+    @property
+    def policy(self) -> BaselinePolicy:
+        return BaselinePolicy(
+            first_days=self.baseline_days,
+            lag_days=self.baseline_lag_days,
+            span_days=self.baseline_span_days,
+            refresh_days=self.baseline_refresh_days,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +151,37 @@ def _matrix(rows: Sequence[FeatureRow], names: Sequence[str]) -> npt.NDArray[np.
     ).reshape(len(rows), len(names))
 
 
+def _epoch(at: datetime) -> float:
+    """A database time (naive: UTC) as epoch seconds."""
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+
+
+def _hop(rows: Sequence[FeatureRow], default: float) -> float:
+    """The typical spacing of the rows' window ends (``default`` for fewer than two)."""
+    if len(rows) < 2:
+        return default
+    return float(np.median(np.diff([r.ts for r in rows])))
+
+
 class _Learning(Exception):
     """The device has no baseline of its own yet."""
+
+
+@dataclass(slots=True)
+class _Cached:
+    baseline: Standardizer
+    until: float
+    """Used as it is while the clock is before this (epoch s)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Service:
+    """What the work orders say about devices' baselines."""
+
+    frozen: frozenset[str] = frozenset()
+    """Devices with an open risk order."""
+    serviced: Mapping[str, float] = field(default_factory=dict)
+    """Each device's latest completed (closed) order: when it closed (epoch s)."""
 
 
 class RiskScorer:
@@ -142,7 +201,7 @@ class RiskScorer:
         self.orders = orders
         self.config = config
         self.clock = clock
-        self._baselines: dict[str, Any] = {}
+        self._baselines: dict[str, _Cached] = {}
 
     # -- which devices -------------------------------------------------------------------
     def devices(self, ids: Iterable[str] | None = None) -> list[DeviceRow]:
@@ -170,8 +229,8 @@ class RiskScorer:
         return configured if configured is not None else self.runtime.threshold(asset_type)
 
     # -- scoring -------------------------------------------------------------------------
-    def _history(self, dev: DeviceRow, now: float) -> DeviceHistory | None:
-        baseline = self._baseline(dev, now)
+    def _history(self, dev: DeviceRow, now: float, service: _Service) -> DeviceHistory | None:
+        baseline = self._baseline(dev, now, service)
         if baseline is None:
             raise _Learning
         spec = self.runtime.spec(dev.asset_type)
@@ -182,37 +241,92 @@ class RiskScorer:
         t = np.asarray([r.ts for r in rows], dtype=np.float64)
         return DeviceHistory(t, _matrix(rows, names), baseline)
 
-    def _baseline(self, dev: DeviceRow, now: float) -> Any:
-        """The device's own baseline from its first ``baseline_days`` of windows, cached
-        once that period is over; None while it has fewer windows than the model needs.
+    def _service(self, devices: Sequence[DeviceRow], now: float) -> _Service:
+        """The work-order facts for the devices whose cached baseline is due (no query when
+        none is)."""
+        ids = [
+            d.id for d in devices if (c := self._baselines.get(d.id)) is None or now >= c.until
+        ]
+        if not ids:
+            return _Service()
+        keys = [open_key(i, "", Source.RISK) for i in ids]
+        with self.sessions() as session:
+            frozen = frozenset(
+                session.scalars(select(WorkOrder.device_id).where(WorkOrder.open_key.in_(keys)))
+            )
+            closed = session.execute(
+                select(WorkOrder.device_id, func.max(WorkOrder.closed_at))
+                .where(WorkOrder.device_id.in_(ids), WorkOrder.state == State.CLOSED)
+                .group_by(WorkOrder.device_id)
+            ).all()
+        serviced = {d: _epoch(at) for d, at in closed if at is not None}
+        return _Service(frozen, serviced)
+
+    def _baseline(self, dev: DeviceRow, now: float, service: _Service) -> Standardizer | None:
+        """The device's baseline at ``now`` (see the module docstring); None while it is
+        learning.
 
         The shipped models were trained against each device's own baseline: against the
         fleet's, healthy devices score P72 of 0.7-1.0. So a device is not scored at all
-        (it is *learning*) until it has its own."""
+        until it has its own."""
         cached = self._baselines.get(dev.id)
-        if cached is not None:
-            return cached
+        if cached is not None and now < cached.until:
+            return cached.baseline
         spec = self.runtime.spec(dev.asset_type)
-        start = dev.created_at.timestamp() - spec.window_s
-        end = start + self.config.baseline_days * 86_400
-        names = list(spec.feature_names)
-        rows = self.store.feature_history(dev.id, start, min(end, now + 1), names=names)
-        if len(rows) < spec.baseline_windows:
-            return None
-        baseline = self.runtime.baseline(dev.asset_type, _matrix(rows, names))
+        policy = self.config.policy
+        origin = dev.created_at.timestamp() - spec.window_s
+        origin = max(origin, service.serviced.get(dev.id, origin))
+        block = policy.block(origin, now)
+        until = block + policy.refresh_days * DAY_S
+        if cached is not None and dev.id in service.frozen:
+            cached.until = until
+            return cached.baseline
+        start, end = policy.rolling(origin, block)
+        if end > start:
+            rows = self._rows(dev, spec, start, end)
+            if policy.enough(len(rows), _hop(rows, spec.hop_s)):
+                return self._keep(dev, rows, until)
+        start, end = policy.first(origin)
         if end <= now:
-            self._baselines[dev.id] = baseline
+            rows = self._rows(dev, spec, start, end)
+            if len(rows) >= spec.baseline_windows:
+                return self._keep(dev, rows, until)
+        elif cached is None:
+            # A new device: its first days so far, rebuilt at every pass until they are over.
+            rows = self._rows(dev, spec, start, now + 1)
+            if len(rows) >= spec.baseline_windows:
+                return self._build(dev, rows)
+            return None
+        if cached is None:
+            return None
+        # Back from a repair with its first days not over, or too few windows to rebuild:
+        # the baseline it had.
+        cached.until = min(until, end) if end > now else until
+        return cached.baseline
+
+    def _rows(self, dev: DeviceRow, spec: InputSpec, start: float, end: float) -> list[FeatureRow]:
+        return self.store.feature_history(dev.id, start, end, names=list(spec.feature_names))
+
+    def _build(self, dev: DeviceRow, rows: Sequence[FeatureRow]) -> Standardizer:
+        spec = self.runtime.spec(dev.asset_type)
+        kept = rows[self.config.policy.thinned(len(rows))]
+        return self.runtime.baseline(dev.asset_type, _matrix(kept, spec.feature_names))
+
+    def _keep(self, dev: DeviceRow, rows: Sequence[FeatureRow], until: float) -> Standardizer:
+        baseline = self._build(dev, rows)
+        self._baselines[dev.id] = _Cached(baseline, until)
         return baseline
 
     def score(self, devices: Sequence[DeviceRow], stats: PassStats | None = None) -> PassStats:
         """Assess ``devices`` now, store what is new, trigger orders where risk is high."""
         stats = stats or PassStats()
         now = self.clock()
+        service = self._service(devices, now)
         by_type: dict[str, list[tuple[DeviceRow, DeviceHistory]]] = {}
         for dev in devices:
             stats.devices += 1
             try:
-                history = self._history(dev, now)
+                history = self._history(dev, now, service)
             except _Learning:
                 stats.learning += 1
                 SCORED.labels(dev.asset_type, "learning").inc()
@@ -474,6 +588,9 @@ def config_from(settings: Any, partition: int = 0, partitions: int = 1) -> Score
         interval_s=settings.scorer_interval_s,
         poll_s=settings.scorer_poll_s,
         baseline_days=settings.scorer_baseline_days,
+        baseline_lag_days=settings.scorer_baseline_lag_days,
+        baseline_span_days=settings.scorer_baseline_span_days,
+        baseline_refresh_days=settings.scorer_baseline_refresh_days,
         thresholds=dict(settings.risk_thresholds),
         alarm_severities=frozenset(settings.workorder_alarm_severities),
         history_days=settings.risk_history_days,

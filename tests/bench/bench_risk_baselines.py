@@ -5,17 +5,21 @@
 
 ``edgewatch-models evaluate`` standardises every asset against its own healthy training
 windows (labels used to leave faults out), as the detectors were fitted. The cloud's
-scorer cannot know which windows were healthy: it uses a device's first
-``baseline_days`` of windows. This scores the test part of ``--dataset`` with each
-device's baseline built three ways and prints the risk metrics of each
+scorer cannot know which windows were healthy: it follows
+:class:`models.runtime.BaselinePolicy`. This scores the test part of ``--dataset`` with
+each device's baseline built four ways and prints the risk metrics of each
 (:class:`models.pipeline.RiskReport`, as ``evaluate`` computes them):
 
 - ``training``: the healthy training windows (what ``evaluate`` does);
-- ``first``: the first ``--first-days`` (14) of the recording's windows (what the scorer
-  does today);
-- ``rolling``: before every block of ``--refresh-days`` (7), the windows from
-  ``--lag-days`` + ``--span-days`` (14 + 30) to ``--lag-days`` back; the first days' baseline
-  until half of such a span exists.
+- ``first``: the first ``--first-days`` (14) of the recording's windows, for good (what
+  the scorer did before it followed :class:`models.runtime.BaselinePolicy`);
+- ``rolling``: the policy from the recording's start: for every block of
+  ``--refresh-days`` (7), the windows from ``--lag-days`` + ``--span-days`` (14 + 30) to
+  ``--lag-days`` back once half of such a span exists, the first days' before;
+- ``deployed``: as ``rolling``, starting again at every maintenance event of the
+  recording (the scorer starts again when a work order is completed), the old baseline
+  serving until the first days after it are over. Not emulated: the scorer's keeping a
+  baseline while a risk order is open.
 
 The detector's graph, the risk models and the metrics are the shipped code's; only the
 reference windows differ. Writes ``tests/bench/results/risk_baselines.json`` (``--out``).
@@ -35,11 +39,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from models.anomaly import asset_baseline
+from models.anomaly import MIN_ASSET_WINDOWS, asset_baseline
 from models.dataset import Dataset
 from models.export import LoadedDetector, load_detectors
 from models.pipeline import RiskReport, ScoredWindows, risk_table, windowed
 from models.risk import LoadedRisk, load_risk
+from models.runtime import BaselinePolicy
 
 DAY = 86400.0
 RESULTS = Path(__file__).parent / "results" / "risk_baselines.json"
@@ -61,27 +66,62 @@ def standardised(
     t: npt.NDArray[np.float64],
     how: str,
     healthy: npt.NDArray[np.bool_],
-    args: argparse.Namespace,
+    restarts: npt.NDArray[np.float64],
+    policy: BaselinePolicy,
 ) -> npt.NDArray[np.float64]:
-    """The windows ``x`` (ending at ``t``) standardised against the baseline ``how``."""
+    """The windows ``x`` (ending at ``t``) standardised against the baseline ``how``;
+    ``restarts``: the recording's maintenance times (``deployed`` only)."""
 
-    def base(ref: npt.NDArray[np.float64]) -> Any:
-        return asset_baseline(det.fleet, det.baseline_mode, ref, det.scale_floor)
+    def base(ref: npt.NDArray[np.bool_]) -> Any:
+        rows = np.flatnonzero(ref)[policy.thinned(int(ref.sum()))]
+        return asset_baseline(det.fleet, det.baseline_mode, x[rows], det.scale_floor)
 
     if how == "training":
-        return np.asarray(base(x[healthy]).z(x), dtype=np.float64)
-    first = base(x[t < t[0] + args.first_days * DAY])
+        ref = x[healthy]
+        return np.asarray(
+            asset_baseline(det.fleet, det.baseline_mode, ref, det.scale_floor).z(x),
+            dtype=np.float64,
+        )
+
+    def span(lo: float, hi: float) -> npt.NDArray[np.bool_]:
+        return np.asarray((t >= lo) & (t < hi))
+
+    start = float(t[0])
+    first = base(span(*policy.first(start)))
     if how == "first":
         return np.asarray(first.z(x), dtype=np.float64)
-    z = np.zeros_like(x)
+    # What cloud.risk.scorer does at each window end: the device's origin (its start, or
+    # its latest maintenance), the refresh block, the lagged span if it is full enough,
+    # else the first days after the origin once they are over, else the baseline it had.
     hop = float(np.median(np.diff(t))) if t.size > 1 else 3600.0
-    enough = 0.5 * args.span_days * DAY / hop
-    b0 = float(t[0])
-    while b0 <= t[-1]:
-        block = (t >= b0) & (t < b0 + args.refresh_days * DAY)
-        ref = (t >= b0 - (args.lag_days + args.span_days) * DAY) & (t < b0 - args.lag_days * DAY)
-        z[block] = (base(x[ref]) if ref.sum() >= enough else first).z(x[block])
-        b0 += args.refresh_days * DAY
+    since = restarts[(restarts > start) & (restarts <= t[-1])] if how == "deployed" else []
+    origins = np.concatenate([[start], np.sort(since)])
+    origin_of = origins[np.searchsorted(origins, t, side="right") - 1]
+    z = np.zeros_like(x)
+    current, key, i = first, None, 0
+    while i < t.size:
+        origin = float(origin_of[i])
+        block = policy.block(origin, float(t[i]))
+        done_first = policy.first(origin)[1]
+        # the rows sharing this origin and block (and, before the first days are over,
+        # this side of their end)
+        j = i
+        while (
+            j < t.size
+            and origin_of[j] == origin
+            and policy.block(origin, float(t[j])) == block
+            and (t[j] >= done_first) == (t[i] >= done_first)
+        ):
+            j += 1
+        if (origin, block, t[i] >= done_first) != key:
+            key = (origin, block, t[i] >= done_first)
+            ref = span(*policy.rolling(origin, block))
+            if policy.enough(int(ref.sum()), hop):
+                current = base(ref)
+            elif t[i] >= done_first and span(*policy.first(origin)).sum() >= MIN_ASSET_WINDOWS:
+                current = base(span(*policy.first(origin)))
+        z[i:j] = current.z(x[i:j])
+        i = j
     return z
 
 
@@ -96,6 +136,12 @@ def main() -> int:
     p.add_argument("--lag-days", type=float, default=14.0)
     p.add_argument("--span-days", type=float, default=30.0)
     p.add_argument("--refresh-days", type=float, default=7.0)
+    p.add_argument("--max-windows", type=int, default=BaselinePolicy().max_windows)
+    p.add_argument(
+        "--ways",
+        default="training,first,rolling,deployed",
+        help="which baselines, comma-separated (default: all four)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
 
@@ -104,7 +150,17 @@ def main() -> int:
     risks: dict[str, dict[str, LoadedRisk | None]] = {
         k: {a: load_risk(d.folder) for a, d in dets.items()} for k, dets in detectors.items()
     }
-    ways = ("training", "first", "rolling")
+    ways = tuple(w.strip() for w in args.ways.split(",") if w.strip())
+    unknown = set(ways) - {"training", "first", "rolling", "deployed"}
+    if unknown or not ways:
+        p.error(f"--ways: unknown {sorted(unknown)}; use training, first, rolling, deployed")
+    policy = BaselinePolicy(
+        first_days=args.first_days,
+        lag_days=args.lag_days,
+        span_days=args.span_days,
+        refresh_days=args.refresh_days,
+        max_windows=args.max_windows,
+    )
     reports = {(k, how): RiskReport() for k in folders for how in ways}
     ds = Dataset(args.dataset)
     started = time.perf_counter()
@@ -125,8 +181,11 @@ def main() -> int:
             if key not in tables:
                 w = windowed(ds, rec, det.feature_names, det.windows.size, det.windows.hop)
                 t = rec.t[w.ends]
+                restarts = np.asarray(
+                    [e.time for e in ds.events_of(rec.asset_id) if e.kind == "maintenance"]
+                )
                 for how in ways:
-                    z = standardised(det, w.x, t, how, w.healthy_train, args)
+                    z = standardised(det, w.x, t, how, w.healthy_train, restarts, policy)
                     score, contrib = det.run(det.fleet.to_raw(z))
                     sw = ScoredWindows(w, score, contrib, z)
                     tables.setdefault(key, {})[how] = risk_table(ds, rec, det, sw)

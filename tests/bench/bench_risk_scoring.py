@@ -26,16 +26,18 @@ from then on: the ``--baseline-days`` baseline period (the scorer's default: 14 
 
 Passes, the scorer's clock a minute after a window end:
 
-1. cold: no baseline cached; each device's is built from its baseline windows (and
-   cached, its period being over);
+1. cold: no baseline cached; each device's is built from its first days' windows (and
+   cached until its next refresh, its first days being over);
 2. ``--warm-passes`` warm ones, an hour apart, each after one new window per device (a
    scheduled pass's steady state): baselines cached, one new score per device.
 
 Per pass: devices/s and where the time went, timed around the scorer's own steps (the
 bench subclasses the scorer, the store and the runtime only to time their calls): the
-registry's device list; the baseline's store query, rows → matrix and
-:meth:`~models.runtime.RiskRuntime.baseline`; the history's store query (``history_s``,
-84 h: 84 windows) and rows → matrix; :meth:`~models.runtime.RiskRuntime.assess_many`;
+registry's device list; the work orders of the devices whose baseline is due (an open risk
+order keeps a baseline, a completed one starts it again); the baseline's store query,
+rows → matrix and :meth:`~models.runtime.RiskRuntime.baseline`; the history's store
+query (``history_s``, 84 h: 84 windows) and rows → matrix;
+:meth:`~models.runtime.RiskRuntime.assess_many`;
 storing the scores; the triggers (:func:`cloud.workorders.service.trigger`, one
 transaction each).
 
@@ -124,7 +126,7 @@ AFTER_WINDOW_S = 60.0
 """The scorer's clock in a pass: this long after the newest window end."""
 
 # The scorer steps the bench times; they must exist (a renamed one would time nothing).
-for _step in ("devices", "_baseline", "_history", "_store_scores", "_trigger"):
+for _step in ("devices", "_service", "_baseline", "_history", "_store_scores", "_trigger"):
     assert callable(getattr(RiskScorer, _step, None)), f"RiskScorer.{_step} is gone"
 
 
@@ -240,19 +242,25 @@ class TimedScorer(RiskScorer):
         self.stages.add("registry_devices", time.perf_counter() - t0, len(out))
         return out
 
-    def _baseline(self, dev: DeviceRow, now: float) -> Any:
+    def _service(self, devices: Sequence[DeviceRow], now: float) -> Any:
+        t0 = time.perf_counter()
+        out = super()._service(devices, now)
+        self.stages.add("registry_orders", time.perf_counter() - t0, len(devices))
+        return out
+
+    def _baseline(self, dev: DeviceRow, now: float, service: Any) -> Any:
         self.timed_store.phase = "baseline"
         t0 = time.perf_counter()
         try:
-            return super()._baseline(dev, now)
+            return super()._baseline(dev, now, service)
         finally:
             self.stages.add("baseline_total", time.perf_counter() - t0)
             self.timed_store.phase = "history"
 
-    def _history(self, dev: DeviceRow, now: float) -> DeviceHistory | None:
+    def _history(self, dev: DeviceRow, now: float, service: Any) -> DeviceHistory | None:
         t0 = time.perf_counter()
         try:
-            return super()._history(dev, now)
+            return super()._history(dev, now, service)
         finally:
             self.stages.add("history_total", time.perf_counter() - t0)
 
@@ -282,6 +290,7 @@ def breakdown(stages: Stages, total_s: float, devices: int) -> dict[str, dict[st
     )
     parts = {
         "registry_devices": (g("registry_devices").seconds, g("registry_devices")),
+        "registry_orders": (g("registry_orders").seconds, g("registry_orders")),
         "store_query_baseline": (g("store_baseline").seconds, g("store_baseline")),
         "rows_to_matrix_baseline": (baseline_matrix, g("baseline_build")),
         "build_baseline": (g("baseline_build").seconds, g("baseline_build")),

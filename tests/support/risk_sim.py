@@ -2,7 +2,8 @@
 
 Fifteen days at the shipped models' 5-minute rows: a healthy compressor (``cc-ok``) and
 fan (``fan-ok``), and a compressor (``cc-leak``) whose refrigerant leaks from day 8 until
-it fails on day 13, repaired on day 14.
+it fails on day 13, repaired on day 14. And :func:`season_fleet`: a healthy compressor and
+fan through a Central European spring, from February into July.
 """
 
 from __future__ import annotations
@@ -54,6 +55,19 @@ class Sim:
     recs: dict[str, Recording]
 
 
+def _fleet(name: str, start: str, site: dict[str, Any], devices: list[dict[str, Any]]) -> Any:
+    data = {
+        "schema_version": 1,
+        "name": name,
+        "seed": 11,
+        "start": start,
+        "clients": [
+            {"id": "c1", "sites": [{**site, "gateways": [{"id": "g", "devices": devices}]}]}
+        ],
+    }
+    return parse_fleet(data, f"<{name} test fleet>")
+
+
 def leak_fleet(out: Path) -> Sim:
     """Write the fleet's dataset into ``out`` and read it back."""
     leak = _device(
@@ -66,16 +80,52 @@ def leak_fleet(out: Path) -> Sim:
         maintenance=[{"at": "2026-06-15T00:00:00Z", "kind": "repair"}],
     )
     devices = [_device("cc-ok", "compressor", 1), leak, _device("fan-ok", "fan", 3)]
-    data = {
-        "schema_version": 1,
-        "name": "rt",
-        "seed": 11,
-        "start": "2026-06-01T00:00:00Z",
-        "clients": [
-            {"id": "c1", "sites": [{**SITE, "gateways": [{"id": "g", "devices": devices}]}]}
-        ],
-    }
-    fleet = parse_fleet(data, "<risk test fleet>")
+    fleet = _fleet("rt", "2026-06-01T00:00:00Z", SITE, devices)
     write_dataset(fleet, profiles_of(fleet), out, days=15, resolution_s=300, workers=1)
     ds = Dataset(out)
     return Sim(ds, {r.asset_id: r for r in ds.recordings()})
+
+
+SEASON_START = 1_769_904_000.0  # 2026-02-01T00:00:00Z
+SEASON_SITE = {
+    **SITE,
+    "id": "s2",
+    "kind": "office",
+    "location": {"lat": 48.1, "lon": 11.6, "mean_temp_c": 15.0, "annual_swing_c": 12.0},
+    "timezone": "Europe/Berlin",
+}
+
+
+def season_fleet(out: Path, days: int = 150) -> Sim:
+    """A healthy compressor (``cc-ok``) and fan (``fan-ok``) from 1 February for ``days``:
+    the afternoons warm by about 20 K over the months."""
+    devices = [_device("cc-ok", "compressor", 1), _device("fan-ok", "fan", 3)]
+    fleet = _fleet("season", "2026-02-01T00:00:00Z", SEASON_SITE, devices)
+    write_dataset(fleet, profiles_of(fleet), out, days=days, resolution_s=300, workers=1)
+    ds = Dataset(out)
+    return Sim(ds, {r.asset_id: r for r in ds.recordings()})
+
+
+def store_windows(store: Any, sim: Sim, ids: dict[str, str], tags: dict[str, str]) -> None:
+    """Write each simulated asset's feature windows (the shipped detector's features, as a
+    gateway sends them) into the time-series ``store`` as device ``ids[asset]``."""
+    import math
+
+    from cloud.settings import DEFAULT_MODELS_DIR
+    from cloud.tsdb.base import Point
+    from models.export import load_detectors
+    from models.pipeline import score_windows
+
+    detectors = load_detectors(DEFAULT_MODELS_DIR)
+    for asset, device_id in ids.items():
+        rec = sim.recs[asset]
+        det = detectors[rec.asset_type]
+        w = score_windows(sim.ds, rec, det).windows
+        points = []
+        for end, row in zip(rec.t[w.ends], w.x, strict=True):
+            fields = {
+                n: float(v) for n, v in zip(det.feature_names, row, strict=True) if math.isfinite(v)
+            }
+            point_tags = tags | {"device": device_id, "group": "slow"}
+            points.append(Point("features", int(end * 1e9), point_tags, fields))
+        store.write(points)

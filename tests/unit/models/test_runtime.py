@@ -25,6 +25,7 @@ from models.export import WindowSpec, load_detectors, write_detector
 from models.pipeline import model_inputs, risk_table, score_windows
 from models.runtime import (
     Assessment,
+    BaselinePolicy,
     DeviceHistory,
     RiskRuntime,
     SignalTrend,
@@ -556,3 +557,83 @@ def test_signal_shares_sum_features_per_signal() -> None:
     assert shares.tolist() == [[4.0, 2.0, 4.0], [1.0, 0.0, 0.0]]
     with pytest.raises(ValueError, match=r"shape \(2, 3\) for 4 features"):
         risk.signal_shares(names, contrib[:, :3])
+
+
+# -- which windows make a device's baseline ------------------------------------------------
+ORIGIN = 1_000_000.0  # a device's origin (epoch s)
+
+
+@pytest.mark.parametrize(
+    ("now_days", "block_days", "rolling_days"),
+    [
+        (-3, 0, (0, 0)),  # before the origin: the first block, an empty lagged span
+        (0, 0, (0, 0)),
+        (6.9, 0, (0, 0)),
+        (13.9, 7, (0, 0)),  # the lag still reaches back before the origin
+        (21, 21, (0, 7)),  # a week of windows since the origin, clipped there
+        (30, 28, (0, 14)),
+        (44, 42, (0, 28)),
+        (50, 49, (5, 35)),  # a full 30-day span, ending 14 days before the block
+        (365.5, 364, (320, 350)),
+    ],
+)
+def test_the_lagged_span_follows_the_block(
+    now_days: float, block_days: float, rolling_days: tuple[float, float]
+) -> None:
+    p = BaselinePolicy()  # 14 first days; 14 days' lag, 30 days' span, rebuilt weekly
+    block = p.block(ORIGIN, ORIGIN + now_days * DAY)
+    assert block == ORIGIN + block_days * DAY
+    assert p.rolling(ORIGIN, block) == tuple(ORIGIN + d * DAY for d in rolling_days)
+    assert p.first(ORIGIN) == (ORIGIN, ORIGIN + 14 * DAY)
+
+
+@pytest.mark.parametrize(
+    ("rows", "hop_s", "enough"),
+    [
+        (360, 3600.0, True),  # half of a 30-day span of hourly windows
+        (359, 3600.0, False),
+        (4320, 300.0, True),  # half of it at 5-minute windows
+        (4319, 300.0, False),
+        (MIN_ASSET_WINDOWS, 86400.0 * 10, True),  # 3 windows would fill half: the floor
+        (MIN_ASSET_WINDOWS - 1, 86400.0 * 10, False),
+    ],
+)
+def test_a_rolling_span_is_used_once_it_is_half_full(rows: int, hop_s: float, enough: bool) -> None:
+    assert BaselinePolicy().enough(rows, hop_s) is enough
+
+
+@pytest.mark.parametrize(
+    ("rows", "kept"),
+    [
+        (0, 0),
+        (325, 325),  # 14 days of hourly windows: all of them
+        (360, 360),
+        (361, 181),  # every 2nd
+        (709, 355),  # 30 days of hourly windows
+        (8640, 360),  # 30 days of 5-minute windows: every 24th
+    ],
+)
+def test_a_long_reference_is_thinned_evenly_to_the_newest(rows: int, kept: int) -> None:
+    idx = np.arange(rows)[BaselinePolicy().thinned(rows)]
+    assert idx.size == kept <= 360
+    if rows:
+        assert idx[-1] == rows - 1
+        assert np.unique(np.diff(idx)).size <= 1  # evenly spaced
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"first_days": 0}, "first_days"),
+        ({"span_days": -1}, "span_days"),
+        ({"refresh_days": 0}, "refresh_days"),
+        ({"lag_days": -1}, "lag_days"),
+        ({"min_fill": 0}, "min_fill"),
+        ({"min_fill": 1.5}, "min_fill"),
+        ({"span_days": float("nan")}, "span_days"),
+        ({"max_windows": MIN_ASSET_WINDOWS - 1}, "max_windows"),
+    ],
+)
+def test_a_policy_that_cannot_work_is_refused_by_name(kwargs: dict[str, float], named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        BaselinePolicy(**kwargs)

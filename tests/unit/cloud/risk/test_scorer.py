@@ -4,18 +4,30 @@ hour, as its schedule would, and the leak gets exactly one work order before it 
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
-from support.risk_sim import DAY, FAIL_DAY, ONSET_DAY, START, H, Sim, leak_fleet
+from support.risk_sim import (
+    DAY,
+    FAIL_DAY,
+    ONSET_DAY,
+    SEASON_START,
+    START,
+    H,
+    Sim,
+    leak_fleet,
+    season_fleet,
+    store_windows,
+)
 
+from cloud.auth.principal import Principal
 from cloud.db import make_engine, make_sessionmaker, migrate
 from cloud.errors import Conflict
 from cloud.registry.models import Client, Device, Gateway, Site, SiteKind, site_shard
@@ -25,10 +37,9 @@ from cloud.risk.scorer import DeviceRow, RiskScorer, ScorerConfig
 from cloud.settings import DEFAULT_MODELS_DIR
 from cloud.tsdb.base import Point
 from cloud.tsdb.sqlite import SQLiteStore
-from cloud.workorders.models import WorkOrder
-from cloud.workorders.service import OrderPolicy, TriggerResult
+from cloud.workorders.models import Source, WorkOrder
+from cloud.workorders.service import OrderPolicy, Trigger, TriggerResult, transition, trigger
 from models.export import load_detectors
-from models.pipeline import score_windows
 from models.runtime import Assessment, RiskRuntime
 
 FAIL = START + FAIL_DAY * DAY
@@ -53,14 +64,16 @@ def runtime() -> RiskRuntime:
     return RiskRuntime.load(DEFAULT_MODELS_DIR)
 
 
-@pytest.fixture
-def world(sim: Sim, runtime: RiskRuntime, tmp_path: Path) -> Iterator[World]:
+def _registry(
+    tmp_path: Path, sim: Sim, created: float, ids: dict[str, str] | None = None
+) -> tuple[sessionmaker[Session], dict[str, str], dict[str, str]]:
+    """A migrated SQLite registry with one client, site and gateway and a device per
+    simulated asset (with the given ids, else new ones): its sessions, the ids and the
+    time-series tags."""
     url = f"sqlite:///{tmp_path / 'registry.db'}"
     migrate(url)
-    engine = make_engine(url)
-    sessions = make_sessionmaker(engine)
-    created = datetime.fromtimestamp(START, UTC)
-    ids: dict[str, str] = {}
+    sessions = make_sessionmaker(make_engine(url))
+    out: dict[str, str] = {}
     with sessions.begin() as s:
         client = Client(name="Gulf Hotels")
         s.add(client)
@@ -70,42 +83,36 @@ def world(sim: Sim, runtime: RiskRuntime, tmp_path: Path) -> Iterator[World]:
         s.flush()
         s.add(Gateway(id="g", site_id=site.id))
         s.flush()
-        for asset in ("cc-ok", "cc-leak", "fan-ok"):
-            rec = sim.recs[asset]
-            d = Device(gateway_id="g", name=asset, asset_type=rec.asset_type, created_at=created)
+        for asset, rec in sim.recs.items():
+            d = Device(
+                gateway_id="g",
+                name=asset,
+                asset_type=rec.asset_type,
+                created_at=datetime.fromtimestamp(created, UTC),
+            )
+            if ids is not None:
+                d.id = ids[asset]
             s.add(d)
             s.flush()
-            ids[asset] = d.id
+            out[asset] = d.id
         tags = {"client": client.id, "site": site.id, "gateway": "g"}
+    return sessions, out, tags
+
+
+@pytest.fixture
+def world(sim: Sim, runtime: RiskRuntime, tmp_path: Path) -> Iterator[World]:
+    sessions, ids, tags = _registry(tmp_path, sim, START)
     store = SQLiteStore(tmp_path / "ts.db")
-    detectors = load_detectors(DEFAULT_MODELS_DIR)
-    for asset, device_id in ids.items():
-        rec = sim.recs[asset]
-        det = detectors[rec.asset_type]
-        w = score_windows(sim.ds, rec, det).windows
-        points = []
-        for end, row in zip(rec.t[w.ends], w.x, strict=True):
-            fields = {
-                n: float(v) for n, v in zip(det.feature_names, row, strict=True) if math.isfinite(v)
-            }
-            points.append(
-                Point(
-                    "features",
-                    int(end * 1e9),
-                    tags | {"device": device_id, "group": "slow"},
-                    fields,
-                )
-            )
-        store.write(points)
+    store_windows(store, sim, ids, tags)
     try:
         yield World(sessions, store, runtime, ids)
     finally:
         store.close()
-        engine.dispose()
+        sessions.kw["bind"].dispose()
 
 
 def scorer(w: World, clock: list[float], **cfg: object) -> RiskScorer:
-    config = ScorerConfig(baseline_days=4, **cfg)  # type: ignore[arg-type]
+    config = ScorerConfig(**({"baseline_days": 4} | cfg))  # type: ignore[arg-type]
     return RiskScorer(w.sessions, w.store, w.runtime, OrderPolicy(), config, clock=lambda: clock[0])
 
 
@@ -365,3 +372,133 @@ def test_old_scores_are_pruned_alerts_kept_longer_and_only_in_the_own_partition(
 def test_alert_history_shorter_than_the_history_is_refused() -> None:
     with pytest.raises(ValueError, match="alert history"):
         ScorerConfig(history_days=90, alert_history_days=30)
+
+
+# -- baselines through the seasons ---------------------------------------------------------
+SEASON_IDS = {"cc-ok": "season-cc", "fan-ok": "season-fan"}
+
+
+@dataclass
+class Spring:
+    sim: Sim
+    store: SQLiteStore
+
+
+@pytest.fixture(scope="module")
+def spring(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Spring]:
+    """150 days of a healthy compressor and fan from February, in one time-series store
+    that every test's registry shares (the devices have fixed ids)."""
+    path = tmp_path_factory.mktemp("season")
+    sim = season_fleet(path / "sim")
+    store = SQLiteStore(path / "ts.db")
+    store_windows(store, sim, SEASON_IDS, {"client": "c", "site": "s", "gateway": "g"})
+    try:
+        yield Spring(sim, store)
+    finally:
+        store.close()
+
+
+def _through_the_spring(
+    w: World, until_day: float, clock: list[float], sc: RiskScorer, every_h: float = 6.0
+) -> None:
+    while clock[0] < SEASON_START + until_day * DAY:
+        clock[0] += every_h * H
+        assert sc.scheduled_pass().failed == 0
+
+
+def _scores(w: World, asset: str, from_day: float, to_day: float) -> list[float]:
+    lo = datetime.fromtimestamp(SEASON_START + from_day * DAY, UTC)
+    hi = datetime.fromtimestamp(SEASON_START + to_day * DAY, UTC)
+    with w.sessions() as s:
+        return [
+            float(v)
+            for v in s.scalars(
+                select(RiskScore.anomaly_score).where(
+                    RiskScore.device_id == w.ids[asset], RiskScore.ts >= lo, RiskScore.ts < hi
+                )
+            )
+        ]
+
+
+def _spring_world(spring: Spring, runtime: RiskRuntime, path: Path) -> World:
+    path.mkdir()
+    sessions, ids, _ = _registry(path, spring.sim, SEASON_START, SEASON_IDS)
+    return World(sessions, spring.store, runtime, ids)
+
+
+PERIODS = ((90, 100), (100, 114), (120, 150))
+"""Days since 1 February over which the tests compare anomaly scores."""
+
+
+def _medians(w: World) -> dict[tuple[str, int], float]:
+    return {(a, lo): float(np.median(_scores(w, a, lo, hi))) for a in w.ids for lo, hi in PERIODS}
+
+
+@pytest.fixture(scope="module")
+def rolling(
+    spring: Spring, runtime: RiskRuntime, tmp_path_factory: pytest.TempPathFactory
+) -> dict[tuple[str, int], float]:
+    """The median anomaly scores of the spring with the default rolling baseline, every
+    6 h from day 1 to day 150, no orders."""
+    w = _spring_world(spring, runtime, tmp_path_factory.mktemp("rolling") / "w")
+    clock = [SEASON_START + DAY]
+    _through_the_spring(w, 150, clock, scorer(w, clock, baseline_days=14))
+    with w.sessions() as s:
+        assert s.scalars(select(WorkOrder)).all() == []
+    return _medians(w)
+
+
+def test_a_unit_is_compared_with_its_recent_weeks_not_with_its_first(
+    spring: Spring, runtime: RiskRuntime, rolling: dict[tuple[str, int], float], tmp_path: Path
+) -> None:
+    """From February to June a healthy unit's temperatures and pressures move far from its
+    first fortnight's. Against that fortnight its typical window in June is anomalous (its
+    median score is over the detector's threshold); rebuilt weekly from the windows 14-44
+    days back, its baseline follows the season and the unit looks as healthy as it is."""
+    w = _spring_world(spring, runtime, tmp_path / "first")
+    clock = [SEASON_START + DAY]
+    fixed = scorer(w, clock, baseline_days=14, baseline_refresh_days=365)
+    _through_the_spring(w, 150, clock, fixed)
+    first = _medians(w)
+    detectors = load_detectors(DEFAULT_MODELS_DIR)
+    for asset, rec in spring.sim.recs.items():
+        threshold = detectors[rec.asset_type].threshold
+        june = (asset, 120)
+        assert first[june] > threshold, (asset, first, rolling)
+        assert rolling[june] < min(threshold, 0.5 * first[june]), (asset, first, rolling)
+
+
+def test_an_open_risk_order_keeps_the_baseline_and_a_repair_starts_it_again(
+    spring: Spring, runtime: RiskRuntime, rolling: dict[tuple[str, int], float], tmp_path: Path
+) -> None:
+    """While a risk order is open the device's baseline is not rebuilt, so the fault
+    under investigation cannot become its normal; a completed order (a repair) starts the
+    baseline again from the first days after it, the old one serving until then."""
+    w = _spring_world(spring, runtime, tmp_path / "w")
+    clock = [SEASON_START + DAY]
+    sc = scorer(w, clock, baseline_days=14)
+    _through_the_spring(w, 60, clock, sc)
+    opened = trigger(
+        w.sessions,
+        Trigger(w.ids["cc-ok"], "refrigerant_leak", Source.RISK,
+                datetime.fromtimestamp(clock[0], UTC), p24=0.5, p72=0.97, threshold=0.95),
+        OrderPolicy(),
+        now=datetime.fromtimestamp(clock[0], UTC),
+    )  # fmt: skip
+    assert opened.outcome == "opened" and opened.order_id is not None
+    _through_the_spring(w, 100, clock, sc)
+    with w.sessions.begin() as s:
+        for state in ("approved", "scheduled", "in_progress", "complete", "closed"):
+            transition(s, Principal.system(), opened.order_id, state,
+                       now=datetime.fromtimestamp(clock[0], UTC))  # fmt: skip
+    _through_the_spring(w, 150, clock, sc)
+    got = _medians(w)
+    threshold = load_detectors(DEFAULT_MODELS_DIR)["compressor"].threshold
+    # Held at its baseline of early April, the compressor's May windows look anomalous;
+    # its own baseline rolled on, they would not.
+    for lo in (90, 100):
+        assert got[("cc-ok", lo)] > threshold > rolling[("cc-ok", lo)], (got, rolling)
+    # Two weeks after the repair (day 100) the first days after it are its baseline.
+    assert got[("cc-ok", 120)] < threshold
+    # The fan had no order: its baseline rolled on as in the run without one.
+    assert all(got[("fan-ok", lo)] == rolling[("fan-ok", lo)] for lo, _ in PERIODS)
