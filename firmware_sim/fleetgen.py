@@ -118,6 +118,8 @@ def generate(
     serial = 0
     for client, sid, kind, area, lat, lon, mean, swing, dswing, tz, cur in _SITES:
         devs = site_devs[sid]
+        if not devs:  # a small fleet: fewer devices than sites
+            continue
         gateways = []
         for g in range(0, len(devs), 16):
             gdevs = []
@@ -201,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", help="the fleet's name (default train-DEVICES); datasets and "
                     "model cards name it, so an evaluation fleet should say so")
     args = ap.parse_args(argv)
+    if args.devices < 1:
+        ap.error(f"--devices must be at least 1, not {args.devices}")
     data = generate(args.devices, args.seed, name=args.name)
     parse_fleet(data, str(args.out))  # refuse to write an invalid fleet
     header = (
