@@ -321,7 +321,8 @@ class Poller:
         await poller.stop()
 
     ``clock`` stamps results (epoch seconds); ``monotonic`` schedules; ``rng`` jitters
-    the backoff. ``link_factory(bus, lane_name)`` opens a bus's link (default: pymodbus).
+    the backoff. ``link_factory(bus, lane_name)`` opens a bus's link (default:
+    :meth:`ModbusLink.for_bus`).
     """
 
     def __init__(

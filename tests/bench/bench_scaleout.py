@@ -62,7 +62,8 @@ default run takes about four minutes on a 2-core machine):
    to handle every pending request and the restarted scorer to finish a scheduled pass.
    Checks: every (gateway, seq) acknowledged in the whole benchmark is in InfluxDB, once
    (each record's point identity maps back to its seq), nothing stored that was not sent;
-   at most one work order per device and fault, one alarm order per (device, alarm) whose
+   at most one work order per open key (one risk order per device, one per device and
+   alarm), one alarm order per (device, alarm) whose
    major alarm was acknowledged, none for minor alarms.
 3. scorer throughput: ``scheduled_pass`` of :class:`cloud.risk.scorer.RiskScorer` in
    ``--scorers`` spawned processes (partitions ``I/N``) and then in one (``0/1``): a cold
@@ -143,7 +144,7 @@ from cloud.settings import Settings  # noqa: E402
 from cloud.tsdb.base import Point  # noqa: E402
 from cloud.tsdb.influx import InfluxStore  # noqa: E402
 from cloud.workorders.catalogue import ALARM_PREFIX  # noqa: E402
-from cloud.workorders.models import WorkOrder  # noqa: E402
+from cloud.workorders.models import Source, WorkOrder, open_key  # noqa: E402
 from models.runtime import RiskRuntime  # noqa: E402
 
 RESULTS = HERE / "results" / "scaleout.json"
@@ -970,12 +971,15 @@ def check_orders(
     fleet: Fleet,
     acked: dict[str, set[int]],
 ) -> dict[str, Any]:
-    """At most one order per device and fault; one alarm order per (device, alarm) whose
-    major alarm was acknowledged, none for minor alarms."""
+    """At most one order per open key (a device's risk, whatever fault it names; a
+    device's alarm: :func:`cloud.workorders.models.open_key`; nothing closes orders in the
+    benchmark); one alarm order per (device, alarm) whose major alarm was acknowledged,
+    none for minor alarms."""
     with sessions() as s:
         rows = s.execute(select(WorkOrder.device_id, WorkOrder.fault, WorkOrder.source)).all()
     per_key = Counter((r.device_id, r.fault) for r in rows)
-    doubled = {f"{d} {f}": n for (d, f), n in per_key.items() if n > 1}
+    per_open_key = Counter(open_key(r.device_id, r.fault, Source(r.source)) for r in rows)
+    doubled = {k: n for k, n in per_open_key.items() if n > 1}
     expected: set[tuple[str, str]] = set()
     minor: set[tuple[str, str]] = set()
     for st in streams:
