@@ -172,6 +172,17 @@ def alert_was_right(episode: Episode, failures: F64, horizon_s: float) -> bool:
     return bool(np.any((failures > a) & (failures <= b + horizon_s)))
 
 
+def alert_is_censored(
+    episode: Episode, failures: F64, horizon_s: float, observed_until: float
+) -> bool:
+    """No failure followed the alert, but the time in which one would make it right
+    (while it stood and ``horizon_s`` after) runs past the end of what was observed: the
+    data cannot say whether it was right. A recording ends; its units do not."""
+    return not alert_was_right(episode, failures, horizon_s) and (
+        episode[1] + horizon_s > observed_until
+    )
+
+
 def end_at_failures(episodes: Sequence[Episode], failures: F64) -> list[Episode]:
     """Each alert ended at the first failure while it stood: it warned of that one, and
     cannot stand in for a warning of the next."""
@@ -187,8 +198,15 @@ def risk_metrics(
     failures: Mapping[str, Sequence[float]],
     observed_s: Mapping[str, float],
     horizons_h: Sequence[int] = HORIZONS_H,
+    observed_until: Mapping[str, float] | None = None,
 ) -> dict[str, object]:
-    """Event metrics of alert episodes against failure times, per asset."""
+    """Event metrics of alert episodes against failure times, per asset.
+
+    ``observed_until`` (per asset: the end of its observed time): an alert that no failure
+    followed, but whose judging time runs past that end (:func:`alert_is_censored`), is
+    *censored* at that horizon: counted in ``censored_alerts@{h}h`` and left out of
+    precision and false alerts, which it can neither raise nor lower. Without it every
+    such alert counts as false."""
     alerts = {
         a: end_at_failures(e, np.asarray(failures.get(a, ()), dtype=np.float64))
         for a, e in alerts.items()
@@ -205,17 +223,22 @@ def risk_metrics(
                 lead = warning_lead_s(alerts.get(asset, ()), f, hs)
                 if lead is not None:
                     leads.append(lead / 3600.0)
-        good = 0
+        good = censored = 0
         for asset, episodes in alerts.items():
             fs = np.asarray(failures.get(asset, ()), dtype=np.float64)
             good += sum(alert_was_right(e, fs, hs) for e in episodes)
+            if observed_until is not None and asset in observed_until:
+                end = observed_until[asset]
+                censored += sum(alert_is_censored(e, fs, hs, end) for e in episodes)
+        judged = n_alert - censored
         out[f"recall@{h}h"] = len(leads) / n_fail if n_fail else None
         out[f"ahead@{h}h"] = sum(x >= h for x in leads) / n_fail if n_fail else None
-        out[f"precision@{h}h"] = good / n_alert if n_alert else None
+        out[f"precision@{h}h"] = good / judged if judged else None
         out[f"median_lead_h@{h}h"] = float(np.median(leads)) if leads else None
         out[f"false_alerts_per_100_asset_months@{h}h"] = (
-            100.0 * (n_alert - good) / months if months else None
+            100.0 * (judged - good) / months if months else None
         )
+        out[f"censored_alerts@{h}h"] = censored
     out["failures"] = n_fail
     out["alerts"] = n_alert
     out["asset_months"] = months

@@ -413,6 +413,8 @@ class RiskReport:
     failures: dict[str, list[float]] = field(default_factory=dict)
     failure_types: dict[str, list[str]] = field(default_factory=dict)
     observed_s: dict[str, float] = field(default_factory=dict)
+    observed_until: dict[str, float] = field(default_factory=dict)
+    """Per asset, the end of its test part (alerts judged past it are censored)."""
     p: list[F64] = field(default_factory=list)
     y: list[npt.NDArray[np.bool_]] = field(default_factory=list)
     typed: list[tuple[str, str]] = field(default_factory=list)
@@ -453,13 +455,16 @@ class RiskReport:
         self.failure_types[a] = [k for _, k in pairs]
         spacing = float(np.median(np.diff(t))) if t.size > 1 else 0.0
         self.observed_s[a] = spacing * t.size
+        self.observed_until[a] = float(table["t"][-1])
         self.p.append(out.p_horizon)
         self.y.append(table["ttf"][test] <= 3600 * model.horizon_h)
 
     def summary(self) -> dict[str, object]:
         from models.metrics import pr_auc, risk_metrics
 
-        out = risk_metrics(self.alerts, self.failures, self.observed_s)
+        out = risk_metrics(
+            self.alerts, self.failures, self.observed_s, HORIZONS_H, self.observed_until
+        )
         if self.p:
             out["pr_auc_asset_windows"] = pr_auc(np.concatenate(self.p), np.concatenate(self.y))
         per_type: dict[str, dict[str, object]] = {}
@@ -468,7 +473,7 @@ class RiskReport:
                 a: [f for f, k in zip(fs, self.failure_types[a], strict=True) if k == ftype]
                 for a, fs in self.failures.items()
             }
-            m = risk_metrics(self.alerts, fails, self.observed_s)
+            m = risk_metrics(self.alerts, fails, self.observed_s, HORIZONS_H, self.observed_until)
             per_type[ftype] = {
                 k: m[k]
                 for k in ("failures", "recall@24h", "recall@72h", "ahead@72h", "median_lead_h@72h")

@@ -19,7 +19,9 @@ sends them).
    every batch, publish → ack received (p50, p99, max). The tail is set beside InfluxDB's
    cache snapshots in the same seconds (from its log): how many of the batches slower than
    150 ms were in flight while one was written, and the p99 of the batches that were not;
-   and the CPU seconds ``influxd`` spent meanwhile (snapshots and compactions included).
+   and the CPU seconds each process spent meanwhile: ``influxd`` (snapshots and
+   compactions included), ``mosquitto``, the ingest workers (the CLI and its worker
+   processes) and the publisher (this process), beside the CPUs there were.
 
 ``--influx-data KEY=VALUE`` sets an ``influxd`` ``[data]`` option for the run (TOML value).
 
@@ -336,6 +338,28 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int | None) -> float:
+    """:func:`cpu_seconds` of ``pid`` and every process under it (those alive now)."""
+    if pid is None:
+        return 0.0
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # a process that ended meanwhile
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            total += cpu_seconds(p)
+        except (OSError, IndexError, ValueError):
+            continue
+        todo.extend(children.get(p, ()))
+    return total
+
+
 def snapshots(log: Path) -> list[Span]:
     """The InfluxDB cache snapshots in ``log``: (start, end) on ``time.perf_counter``'s
     clock. A snapshot writes the in-memory cache to a TSM file; on a machine the store
@@ -441,17 +465,36 @@ def main() -> int:
                     f"ingest: {thr['records_per_s']:,.0f} records/s ({args.workers} workers)",
                     flush=True,
                 )
-                pid = influx.proc.pid if influx.proc else None
-                cpu0 = cpu_seconds(pid)
+                procs = {
+                    "influxd": influx.proc.pid if influx.proc else None,
+                    "mosquitto": broker.proc.pid if broker.proc else None,
+                    "ingest": workers.pid,
+                    "publisher": os.getpid(),
+                }
+                cpu0 = {k: tree_cpu_seconds(v) if k == "ingest" else cpu_seconds(v)
+                        for k, v in procs.items()}  # fmt: skip
+                wall0 = time.perf_counter()
                 lat, spans = latency(
                     pub, batches[half:], thr["records_per_s"] / 2, args.seconds, args.batch
                 )
-                lat["influxd_cpu_s"] = cpu_seconds(pid) - cpu0
+                wall = time.perf_counter() - wall0
+                cpu = {
+                    k: (tree_cpu_seconds(v) if k == "ingest" else cpu_seconds(v)) - cpu0[k]
+                    for k, v in procs.items()
+                }
+                lat["influxd_cpu_s"] = cpu["influxd"]
+                lat["cpu_s"] = {k: round(v, 2) for k, v in cpu.items()}
+                lat["wall_s"] = round(wall, 2)
                 print(
                     f"latency at {lat['offered_records_per_s']:,.0f} records/s: "
                     f"p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms, "
-                    f"max {lat['max_ms']:.1f} ms ({lat['acked']}/{lat['batches']} acked); "
-                    f"influxd {lat['influxd_cpu_s']:.1f} CPU s",
+                    f"max {lat['max_ms']:.1f} ms ({lat['acked']}/{lat['batches']} acked)",
+                    flush=True,
+                )
+                print(
+                    f"  CPU s over the phase's {wall:.1f} s on {os.cpu_count()} CPUs: "
+                    + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
+                    + f"; {sum(cpu.values()) / wall:.2f} CPUs busy",
                     flush=True,
                 )
                 tail = attribute_tail(spans, snapshots(influx.log_path))

@@ -123,3 +123,40 @@ def test_pr_auc() -> None:
         (1 / 2 + 2 / 3) / 2
     )
     assert pr_auc(np.array([0.1]), np.array([1], bool)) is None
+
+
+@pytest.mark.parametrize(
+    ("alert", "failures", "right_censored_false"),
+    [
+        # standing at the end of the recording, no failure seen: unknowable
+        ((900 * H, 1000 * H), [], (0, 1, 0)),
+        # cleared 50 h before the end: a failure could still come within 72 h of it
+        ((900 * H, 950 * H), [], (0, 1, 0)),
+        # cleared 80 h before the end with no failure since: false
+        ((900 * H, 920 * H), [], (0, 0, 1)),
+        # a failure inside the recording followed it: right, whatever the end
+        ((900 * H, 1000 * H), [990 * H], (1, 0, 0)),
+        # a failure long before it does not make it right, nor judged
+        ((900 * H, 1000 * H), [100 * H], (0, 1, 0)),
+    ],
+)
+def test_an_alert_judged_past_the_end_of_the_recording_is_censored_not_false(
+    alert: tuple[float, float], failures: list[float], right_censored_false: tuple[int, int, int]
+) -> None:
+    """A recording ends; its units do not. An alert whose failure could come after the
+    data ends is neither right nor false: it is counted apart and left out of precision
+    and false alerts."""
+    right, censored, false = right_censored_false
+    observed = {"a": 1000 * H}
+    m = risk_metrics({"a": [alert]}, {"a": failures}, observed, observed_until=observed)
+    assert m["censored_alerts@72h"] == censored
+    assert m["alerts"] == 1
+    assert m["precision@72h"] == (None if censored else float(right))
+    months = 1000 * H / (30 * 86400.0)
+    assert m["false_alerts_per_100_asset_months@72h"] == pytest.approx(100.0 * false / months)
+    # without the end of observation every unconfirmed alert counts as false
+    plain = risk_metrics({"a": [alert]}, {"a": failures}, observed)
+    assert plain["censored_alerts@72h"] == 0
+    assert plain["false_alerts_per_100_asset_months@72h"] == pytest.approx(
+        100.0 * (1 - right) / months
+    )
