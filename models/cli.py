@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import ConfigError
+from models import REFERENCES
 from models.errors import ArtifactError, ModelsError, TrainingError
 
 PROG = "edgewatch-models"
@@ -85,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--kind", choices=("spe", "pca", "zscore"), default="spe")
     fit.add_argument("--baseline", choices=("asset", "fleet"), default="asset")
     fit.add_argument("--target-far", type=_rate, default=0.01)
+    fit.add_argument(
+        "--reference",
+        choices=REFERENCES,
+        default="training",
+        help="risk: the windows each asset is standardised against: its healthy training windows "
+        "(training), its first 14 days (first), the cloud scorer's rolling baseline "
+        "(rolling), or that baseline started again at each maintenance event (deployed)",
+    )
     fit.add_argument("--version", type=_positive_int, default=1)
     fit.add_argument(
         "--all-rows",
@@ -108,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", type=Path, required=True)
     ev.add_argument("--dataset", type=Path, required=True)
     ev.add_argument("--out", type=Path, required=True)
+    ev.add_argument(
+        "--reference",
+        choices=REFERENCES,
+        default="training",
+        help="the windows each asset is standardised against (see fit --reference); "
+        "deployed: as the cloud would score it",
+    )
     ev.add_argument("--no-progress", action="store_true")
     return p
 
@@ -196,7 +212,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
         detectors = load_detectors(args.out)
         with _Files(len(ds.files), args.no_progress) as bar:
             risk_models = fit_risk_models(
-                ds, detectors, args.horizon, progress=bar, alert_horizon_h=alert_h
+                ds,
+                detectors,
+                args.horizon,
+                progress=bar,
+                alert_horizon_h=alert_h,
+                baseline=args.reference,
             )
         for asset_type, rm in risk_models.items():
             where = write_risk(rm, detectors[asset_type].folder)
@@ -231,7 +252,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
                 "baseline": args.baseline,
                 "target_far": args.target_far,
                 **(
-                    {"horizon_h": args.horizon, "alert_horizon_h": alert_h or "auto"}
+                    {
+                        "horizon_h": args.horizon,
+                        "alert_horizon_h": alert_h or "auto",
+                        "reference": args.reference,
+                    }
                     if args.task == "risk"
                     else {}
                 ),
@@ -318,7 +343,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 raise ArtifactError(
                     f"{rec.file}: no model for asset type {rec.asset_type!r} in {args.model}"
                 )
-            sw = score_windows(ds, rec, det)  # once, for both evaluations
+            sw = score_windows(ds, rec, det, args.reference)  # once, for both evaluations
             if rec.label is not None:
                 rs = score_recording(ds, rec, det, sw)
                 test = ~rec.train
@@ -344,6 +369,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "dataset": ds.name,
         "dataset_sha256": ds.digest,
         "part": "test",
+        "reference": args.reference,
         "metrics": metrics,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_agent.features import signal_of
-from models import anomaly, risk
+from models import REFERENCES, anomaly, risk
 from models.anomaly import AssetWindows, FittedDetector, asset_baseline, healthy_mask
 from models.dataset import Dataset, Recording
 from models.errors import ArtifactError, DatasetError, TrainingError
@@ -33,6 +33,7 @@ from models.featurize import (
     window_table,
 )
 from models.metrics import HORIZONS_H, Episode, alert_was_right
+from models.runtime import BaselinePolicy
 
 log = logging.getLogger(__name__)
 
@@ -309,12 +310,96 @@ class ScoredWindows:
     features)."""
 
 
-def score_windows(ds: Dataset, rec: Recording, det: LoadedDetector) -> ScoredWindows:
+def standardised(
+    det: LoadedDetector,
+    x: F64,
+    t: F64,
+    how: str,
+    healthy: npt.NDArray[np.bool_],
+    restarts: npt.ArrayLike = (),
+    policy: BaselinePolicy | None = None,
+) -> F64:
+    """The windows ``x`` (ending at ``t``) of one asset, standardised against:
+
+    - ``training``: its healthy training windows (labels used to leave faults out; what the
+      detectors were fitted with);
+    - ``first``: the first ``policy.first_days`` of its windows, for good;
+    - ``rolling``: ``policy`` (:class:`models.runtime.BaselinePolicy`) from its first
+      window, as the cloud's scorer follows it at each window end: the lagged span of the
+      refresh block once it is full enough, else the first days once they are over, else
+      the baseline it had (the first days' at the start: the one look ahead);
+    - ``deployed``: as ``rolling``, starting again at each of ``restarts`` (its
+      maintenance; the scorer starts again when a work order is completed), the old
+      baseline serving until the first days after it are over. Not emulated: the
+      scorer's keeping a baseline while a risk order is open.
+    """
+    policy = policy or BaselinePolicy()
+
+    def base(ref: npt.NDArray[np.bool_]) -> anomaly.Standardizer:
+        rows = np.flatnonzero(ref)
+        if how != "training":
+            rows = rows[policy.thinned(rows.size)]
+        return asset_baseline(det.fleet, det.baseline_mode, x[rows], det.scale_floor)
+
+    def span(lo: float, hi: float) -> npt.NDArray[np.bool_]:
+        return np.asarray((t >= lo) & (t < hi))
+
+    if how == "training":
+        return np.asarray(base(healthy).z(x), dtype=np.float64)
+    if how not in REFERENCES:
+        raise ValueError(f"unknown reference {how!r}; one of {', '.join(REFERENCES)}")
+    if t.size == 0:
+        return np.zeros_like(x)
+    start = float(t[0])
+    first = base(span(*policy.first(start)))
+    if how == "first":
+        return np.asarray(first.z(x), dtype=np.float64)
+    hop = float(np.median(np.diff(t))) if t.size > 1 else 3600.0
+    since = np.sort(np.asarray(restarts, dtype=np.float64))
+    since = since[(since > start) & (since <= t[-1])] if how == "deployed" else since[:0]
+    origins = np.concatenate([[start], since])
+    origin_of = origins[np.searchsorted(origins, t, side="right") - 1]
+    z = np.zeros_like(x)
+    current: anomaly.Standardizer = first
+    key: tuple[float, float, bool] | None = None
+    i = 0
+    while i < t.size:
+        origin = float(origin_of[i])
+        block = policy.block(origin, float(t[i]))
+        first_over = bool(t[i] >= policy.first(origin)[1])
+        j = i  # the rows sharing this origin, block and side of the first days' end
+        while (
+            j < t.size
+            and origin_of[j] == origin
+            and policy.block(origin, float(t[j])) == block
+            and bool(t[j] >= policy.first(origin)[1]) == first_over
+        ):
+            j += 1
+        if (origin, block, first_over) != key:
+            key = (origin, block, first_over)
+            ref = span(*policy.rolling(origin, block))
+            if policy.enough(int(ref.sum()), hop):
+                current = base(ref)
+            elif first_over and span(*policy.first(origin)).sum() >= anomaly.MIN_ASSET_WINDOWS:
+                current = base(span(*policy.first(origin)))
+        z[i:j] = current.z(x[i:j])
+        i = j
+    return z
+
+
+def score_windows(
+    ds: Dataset,
+    rec: Recording,
+    det: LoadedDetector,
+    baseline: str = "training",
+    policy: BaselinePolicy | None = None,
+) -> ScoredWindows:
     """The detector's score and per-feature contributions at each of the recording's window
-    ends, the asset standardised against its own healthy training windows."""
+    ends, the asset standardised as ``baseline`` says (:func:`standardised`; ``deployed``
+    starts again at the recording's maintenance events)."""
     w = windowed(ds, rec, det.feature_names, det.windows.size, det.windows.hop)
-    base = asset_baseline(det.fleet, det.baseline_mode, w.x[w.healthy_train], det.scale_floor)
-    z = base.z(w.x)
+    restarts = [e.time for e in ds.events_of(rec.asset_id) if e.kind == "maintenance"]
+    z = standardised(det, w.x, rec.t[w.ends], baseline, w.healthy_train, restarts, policy)
     score, contrib = det.run(det.fleet.to_raw(z))
     return ScoredWindows(w, score, contrib, z)
 
@@ -391,13 +476,16 @@ def fit_risk_models(
     horizon_h: float,
     progress: Progress | None = None,
     alert_horizon_h: float | None = None,
+    baseline: str = "training",
 ) -> dict[str, risk.RiskModel]:
-    """One risk model per asset type (:func:`models.risk.fit_risk`)."""
+    """One risk model per asset type (:func:`models.risk.fit_risk`), from the detectors'
+    scores with each asset standardised as ``baseline`` says (:func:`standardised`)."""
     tables: dict[str, list[dict[str, Any]]] = {}
     for rec in ds.recordings():
         det = detectors.get(rec.asset_type)
         if det is not None:
-            tables.setdefault(rec.asset_type, []).append(risk_table(ds, rec, det))
+            sw = score_windows(ds, rec, det, baseline)
+            tables.setdefault(rec.asset_type, []).append(risk_table(ds, rec, det, sw))
         if progress is not None:
             progress(rec)
     return {

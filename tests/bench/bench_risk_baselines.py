@@ -7,19 +7,18 @@
 windows (labels used to leave faults out), as the detectors were fitted. The cloud's
 scorer cannot know which windows were healthy: it follows
 :class:`models.runtime.BaselinePolicy`. This scores the test part of ``--dataset`` with
-each device's baseline built four ways and prints the risk metrics of each
-(:class:`models.pipeline.RiskReport`, as ``evaluate`` computes them):
+each device's baseline built each of the ways of :func:`models.pipeline.standardised` (as
+``edgewatch-models evaluate --reference`` does, one at a time) and prints the risk metrics
+of each (:class:`models.pipeline.RiskReport`):
 
-- ``training``: the healthy training windows (what ``evaluate`` does);
+- ``training``: the healthy training windows (``evaluate``'s default);
 - ``first``: the first ``--first-days`` (14) of the recording's windows, for good (what
   the scorer did before it followed :class:`models.runtime.BaselinePolicy`);
 - ``rolling``: the policy from the recording's start: for every block of
   ``--refresh-days`` (7), the windows from ``--lag-days`` + ``--span-days`` (14 + 30) to
   ``--lag-days`` back once half of such a span exists, the first days' before;
 - ``deployed``: as ``rolling``, starting again at every maintenance event of the
-  recording (the scorer starts again when a work order is completed), the old baseline
-  serving until the first days after it are over. Not emulated: the scorer's keeping a
-  baseline while a risk order is open.
+  recording (the scorer starts again when a work order is completed).
 
 The detector's graph, the risk models and the metrics are the shipped code's; only the
 reference windows differ. Writes ``tests/bench/results/risk_baselines.json`` (``--out``).
@@ -37,12 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-from models.anomaly import MIN_ASSET_WINDOWS, asset_baseline
+from models import REFERENCES
 from models.dataset import Dataset
-from models.export import LoadedDetector, load_detectors
-from models.pipeline import RiskReport, ScoredWindows, risk_table, windowed
+from models.export import load_detectors
+from models.pipeline import RiskReport, ScoredWindows, risk_table, standardised, windowed
 from models.risk import LoadedRisk, load_risk
 from models.runtime import BaselinePolicy
 
@@ -58,71 +56,6 @@ KEYS = (
     "alerts",
     "failures",
 )
-
-
-def standardised(
-    det: LoadedDetector,
-    x: npt.NDArray[np.float64],
-    t: npt.NDArray[np.float64],
-    how: str,
-    healthy: npt.NDArray[np.bool_],
-    restarts: npt.NDArray[np.float64],
-    policy: BaselinePolicy,
-) -> npt.NDArray[np.float64]:
-    """The windows ``x`` (ending at ``t``) standardised against the baseline ``how``;
-    ``restarts``: the recording's maintenance times (``deployed`` only)."""
-
-    def base(ref: npt.NDArray[np.bool_]) -> Any:
-        rows = np.flatnonzero(ref)[policy.thinned(int(ref.sum()))]
-        return asset_baseline(det.fleet, det.baseline_mode, x[rows], det.scale_floor)
-
-    if how == "training":
-        ref = x[healthy]
-        return np.asarray(
-            asset_baseline(det.fleet, det.baseline_mode, ref, det.scale_floor).z(x),
-            dtype=np.float64,
-        )
-
-    def span(lo: float, hi: float) -> npt.NDArray[np.bool_]:
-        return np.asarray((t >= lo) & (t < hi))
-
-    start = float(t[0])
-    first = base(span(*policy.first(start)))
-    if how == "first":
-        return np.asarray(first.z(x), dtype=np.float64)
-    # What cloud.risk.scorer does at each window end: the device's origin (its start, or
-    # its latest maintenance), the refresh block, the lagged span if it is full enough,
-    # else the first days after the origin once they are over, else the baseline it had.
-    hop = float(np.median(np.diff(t))) if t.size > 1 else 3600.0
-    since = restarts[(restarts > start) & (restarts <= t[-1])] if how == "deployed" else []
-    origins = np.concatenate([[start], np.sort(since)])
-    origin_of = origins[np.searchsorted(origins, t, side="right") - 1]
-    z = np.zeros_like(x)
-    current, key, i = first, None, 0
-    while i < t.size:
-        origin = float(origin_of[i])
-        block = policy.block(origin, float(t[i]))
-        done_first = policy.first(origin)[1]
-        # the rows sharing this origin and block (and, before the first days are over,
-        # this side of their end)
-        j = i
-        while (
-            j < t.size
-            and origin_of[j] == origin
-            and policy.block(origin, float(t[j])) == block
-            and (t[j] >= done_first) == (t[i] >= done_first)
-        ):
-            j += 1
-        if (origin, block, t[i] >= done_first) != key:
-            key = (origin, block, t[i] >= done_first)
-            ref = span(*policy.rolling(origin, block))
-            if policy.enough(int(ref.sum()), hop):
-                current = base(ref)
-            elif t[i] >= done_first and span(*policy.first(origin)).sum() >= MIN_ASSET_WINDOWS:
-                current = base(span(*policy.first(origin)))
-        z[i:j] = current.z(x[i:j])
-        i = j
-    return z
 
 
 def main() -> int:
@@ -151,9 +84,9 @@ def main() -> int:
         k: {a: load_risk(d.folder) for a, d in dets.items()} for k, dets in detectors.items()
     }
     ways = tuple(w.strip() for w in args.ways.split(",") if w.strip())
-    unknown = set(ways) - {"training", "first", "rolling", "deployed"}
+    unknown = set(ways) - set(REFERENCES)
     if unknown or not ways:
-        p.error(f"--ways: unknown {sorted(unknown)}; use training, first, rolling, deployed")
+        p.error(f"--ways: unknown {sorted(unknown)}; use {', '.join(REFERENCES)}")
     policy = BaselinePolicy(
         first_days=args.first_days,
         lag_days=args.lag_days,

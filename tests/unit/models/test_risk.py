@@ -142,6 +142,18 @@ def test_fit_and_evaluate_a_risk_model(tmp_path: Path) -> None:
     assert r["ahead@72h"] == 1.0 and r["median_lead_h@72h"] >= 72
     assert r["per_fault_type"]["bearing_wear"]["failures"] == 3
     assert r["fault_type_accuracy_at_alert"] == 1.0  # the only type there is
+    # as the cloud would score it: each pump against its own rolling baseline, started
+    # again after each repair; the five days of growth still warn of every failure
+    deployed = tmp_path / "deployed.json"
+    run_models("evaluate", "--model", str(out), "--dataset", str(test), "--out", str(deployed),
+               "--reference", "deployed")  # fmt: skip
+    doc = json.loads(deployed.read_text())
+    assert doc["reference"] == "deployed" and json.loads(metrics.read_text())["reference"] == (
+        "training"
+    )
+    d = doc["metrics"]["risk"]
+    assert d["failures"] == 3 and d["recall@72h"] == 1.0
+    assert d["pr_auc_asset_windows"] != r["pr_auc_asset_windows"]  # other inputs
 
 
 class _FixedRisk:
