@@ -69,7 +69,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edge_agent.features import signal_of
 from models.errors import ArtifactError, TrainingError
-from models.metrics import Episode, alert_was_right, warning_lead_s
+from models.metrics import Episode, alert_is_censored, alert_was_right, warning_lead_s
 
 F64 = npt.NDArray[np.float64]
 B = npt.NDArray[np.bool_]
@@ -312,16 +312,19 @@ def choose_threshold(
     per_asset: Sequence[tuple[F64, F64, Sequence[float], B]], horizon_s: float
 ) -> tuple[float, dict[str, float]]:
     """The lowest threshold whose alerts on ``per_asset`` (t, p, failures, down) reach
-    :data:`TARGET_PRECISION` at the horizon (:func:`models.metrics.alert_was_right`); else
-    the most precise one. Recall is the share of failures an alert stood before in the
-    horizon, ahead the share it was raised at least the horizon before."""
+    :data:`TARGET_PRECISION` at the horizon (:func:`models.metrics.alert_was_right`; an
+    alert the end of its recording leaves unjudged, :func:`models.metrics.alert_is_censored`,
+    is left out, as evaluation leaves it out); else the most precise one. Recall is the
+    share of failures an alert stood before in the horizon, ahead the share it was raised
+    at least the horizon before."""
     best: tuple[float, dict[str, float]] = (0.5, {"train_precision": -1.0})
     for thr in THRESHOLDS:
         good = total = warned = early = n_fail = 0
         for t, p, fails, down in per_asset:
             episodes = alert_episodes(t, p, thr, down)
             fs = np.asarray(fails, dtype=np.float64)
-            total += len(episodes)
+            end = float(t[-1]) if t.size else 0.0
+            total += sum(not alert_is_censored(e, fs, horizon_s, end) for e in episodes)
             good += sum(alert_was_right(e, fs, horizon_s) for e in episodes)
             for f in fs:
                 if f < t[0] or f > t[-1] + horizon_s:

@@ -302,3 +302,19 @@ def test_an_older_risk_model_is_evaluated_on_the_inputs_it_was_fitted_on() -> No
     old.meta = {"feature_names": ["score__mean_24h", "b__share_mean_24h"]}
     with pytest.raises(ArtifactError, match=r"a1: inputs \['b__share_mean_24h'\]"):
         model_inputs(table, old)  # type: ignore[arg-type]
+
+
+def test_the_threshold_is_chosen_without_the_alerts_the_recording_end_leaves_unjudged() -> None:
+    """An alert standing when a training recording ends may be right: its failure would
+    come after the data. Counted as false it would push every threshold up."""
+    t = np.arange(1000) * H
+    none = np.zeros(t.size, dtype=bool)
+    at_end = np.where(t >= t[-1] - 30 * H, 0.9, 0.0)  # no failure in the data
+    before = np.where((t >= 480 * H) & (t < 500 * H), 0.9, 0.0)  # failure at 500 h
+    thr, info = risk.choose_threshold([(t, at_end, [], none), (t, before, [500 * H], none)], 72 * H)
+    assert thr == risk.THRESHOLDS[0]
+    assert info["train_precision"] == 1.0 and info["train_recall"] == 1.0
+    # cleared 100 h before the end, the same alert is judged: false
+    early = np.where((t >= 800 * H) & (t < 830 * H), 0.9, 0.0)
+    _, judged = risk.choose_threshold([(t, early, [], none), (t, before, [500 * H], none)], 72 * H)
+    assert judged["train_precision"] == 0.5
