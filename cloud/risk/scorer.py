@@ -26,7 +26,9 @@ then, rebuilt every ``baseline_refresh_days``, the windows from ``baseline_lag_d
 baseline_span_days`` to ``baseline_lag_days`` back, so that a unit is compared with itself
 a few weeks ago and not with its first fortnight, seasons ago. While the device has an
 open risk order its baseline is not rebuilt: the fault under repair stays out of it. After
-a repair the old baseline serves until the first days after it are over. A device that
+a repair the old baseline serves until the first days after it are over, open order or
+not (`models.pipeline.standardised`'s ``deployed`` reference, which the shipped risk
+models were fitted on, does the same). A device that
 never had a baseline of its own is *learning* (not scored) until it has
 :attr:`models.runtime.InputSpec.baseline_windows` windows; until its first days are over
 its baseline is rebuilt from what it has at every pass.
@@ -172,6 +174,8 @@ class _Cached:
     baseline: Standardizer
     until: float
     """Used as it is while the clock is before this (epoch s)."""
+    origin: float
+    """The device's origin when it was built (a repair since: the baseline is stale)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,19 +282,21 @@ class RiskScorer:
         origin = max(origin, service.serviced.get(dev.id, origin))
         block = policy.block(origin, now)
         until = block + policy.refresh_days * DAY_S
-        if cached is not None and dev.id in service.frozen:
+        if cached is not None and dev.id in service.frozen and cached.origin == origin:
+            # Kept while a risk order is open; not one from before a repair, which would
+            # keep the order going on a stale baseline.
             cached.until = until
             return cached.baseline
         start, end = policy.rolling(origin, block)
         if end > start:
             rows = self._rows(dev, spec, start, end)
             if policy.enough(len(rows), _hop(rows, spec.hop_s)):
-                return self._keep(dev, rows, until)
+                return self._keep(dev, rows, until, origin)
         start, end = policy.first(origin)
         if end <= now:
             rows = self._rows(dev, spec, start, end)
             if len(rows) >= spec.baseline_windows:
-                return self._keep(dev, rows, until)
+                return self._keep(dev, rows, until, origin)
         elif cached is None:
             # A new device: its first days so far, rebuilt at every pass until they are over.
             rows = self._rows(dev, spec, start, now + 1)
@@ -312,9 +318,11 @@ class RiskScorer:
         kept = rows[self.config.policy.thinned(len(rows))]
         return self.runtime.baseline(dev.asset_type, _matrix(kept, spec.feature_names))
 
-    def _keep(self, dev: DeviceRow, rows: Sequence[FeatureRow], until: float) -> Standardizer:
+    def _keep(
+        self, dev: DeviceRow, rows: Sequence[FeatureRow], until: float, origin: float
+    ) -> Standardizer:
         baseline = self._build(dev, rows)
-        self._baselines[dev.id] = _Cached(baseline, until)
+        self._baselines[dev.id] = _Cached(baseline, until, origin)
         return baseline
 
     def score(self, devices: Sequence[DeviceRow], stats: PassStats | None = None) -> PassStats:
