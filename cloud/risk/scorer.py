@@ -27,8 +27,8 @@ baseline_span_days`` to ``baseline_lag_days`` back, so that a unit is compared w
 a few weeks ago and not with its first fortnight, seasons ago. While the device has an
 open risk order its baseline is not rebuilt: the fault under repair stays out of it. After
 a repair the old baseline serves until the first days after it are over, open order or
-not (`models.pipeline.standardised`'s ``deployed`` reference, which the shipped risk
-models were fitted on, does the same). A device that
+not (as `models.pipeline.standardised`'s ``deployed`` reference, which evaluation and
+fitting can use, does). A device that
 never had a baseline of its own is *learning* (not scored) until it has
 :attr:`models.runtime.InputSpec.baseline_windows` windows; until its first days are over
 its baseline is rebuilt from what it has at every pass.
