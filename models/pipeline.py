@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -359,29 +360,22 @@ def standardised(
     since = since[(since > start) & (since <= t[-1])] if how == "deployed" else since[:0]
     origins = np.concatenate([[start], since])
     origin_of = origins[np.searchsorted(origins, t, side="right") - 1]
+    # Each row's (origin, refresh block, first days over): the baseline changes only where
+    # that changes, and the rows of one run share it.
+    keys = [
+        (o, policy.block(o, ti), ti >= policy.first(o)[1])
+        for o, ti in zip(origin_of.tolist(), t.tolist(), strict=True)
+    ]
     z = np.zeros_like(x)
     current: anomaly.Standardizer = first
-    key: tuple[float, float, bool] | None = None
     i = 0
-    while i < t.size:
-        origin = float(origin_of[i])
-        block = policy.block(origin, float(t[i]))
-        first_over = bool(t[i] >= policy.first(origin)[1])
-        j = i  # the rows sharing this origin, block and side of the first days' end
-        while (
-            j < t.size
-            and origin_of[j] == origin
-            and policy.block(origin, float(t[j])) == block
-            and bool(t[j] >= policy.first(origin)[1]) == first_over
-        ):
-            j += 1
-        if (origin, block, first_over) != key:
-            key = (origin, block, first_over)
-            ref = span(*policy.rolling(origin, block))
-            if policy.enough(int(ref.sum()), hop):
-                current = base(ref)
-            elif first_over and span(*policy.first(origin)).sum() >= anomaly.MIN_ASSET_WINDOWS:
-                current = base(span(*policy.first(origin)))
+    for (origin, block, first_over), run in itertools.groupby(keys):
+        j = i + sum(1 for _ in run)
+        ref = span(*policy.rolling(origin, block))
+        if policy.enough(int(ref.sum()), hop):
+            current = base(ref)
+        elif first_over and span(*policy.first(origin)).sum() >= anomaly.MIN_ASSET_WINDOWS:
+            current = base(span(*policy.first(origin)))
         z[i:j] = current.z(x[i:j])
         i = j
     return z

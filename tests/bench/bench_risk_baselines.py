@@ -44,7 +44,6 @@ from models.pipeline import RiskReport, ScoredWindows, risk_table, standardised,
 from models.risk import LoadedRisk, load_risk
 from models.runtime import BaselinePolicy
 
-DAY = 86400.0
 RESULTS = Path(__file__).parent / "results" / "risk_baselines.json"
 KEYS = (
     "ahead@72h",
