@@ -88,9 +88,11 @@ def robust_baseline(x: F64) -> Baseline:
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
         center = np.nanmedian(x, axis=0)
         mad = np.nanmedian(np.abs(x - center), axis=0) * _MAD
-        q75, q25 = np.nanpercentile(x, [75, 25], axis=0)
-        iqr = (q75 - q25) / 1.349
-    scale = np.where(np.isfinite(mad) & (mad > 0), mad, iqr)
+        scale = np.array(mad, dtype=np.float64)
+        need = ~(np.isfinite(mad) & (mad > 0))
+        if need.any():  # the IQR only where the MAD is no use (nanpercentile is slow)
+            q75, q25 = np.nanpercentile(x[:, need], [75, 25], axis=0)
+            scale[need] = (q75 - q25) / 1.349
     floor = np.maximum(1e-3 * np.abs(np.nan_to_num(center)), 1e-9)
     scale = np.where(np.isfinite(scale) & (scale > floor), scale, floor)
     center = np.where(np.isfinite(center), center, 0.0)

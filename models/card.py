@@ -100,7 +100,8 @@ def render_markdown(card: dict[str, Any]) -> str:
             lines += [f"- `{k}`: {v}" for k, v in m["screened"].items()]
             lines.append("")
     for ev in card.get("evaluations", []):
-        lines += [f"## Evaluation {ev.get('at')} on `{ev.get('dataset')}` ({ev.get('part')})", ""]
+        part = f"{ev.get('part')} rows, {ev.get('reference', 'training')} reference"
+        lines += [f"## Evaluation {ev.get('at')} on `{ev.get('dataset')}` ({part})", ""]
         for section, values in ev.get("metrics", {}).items():
             lines.append(f"### {section}")
             lines.append("")

@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the windows each asset is standardised against (see fit --reference); "
         "deployed: as the cloud would score it",
     )
+    ev.add_argument(
+        "--all-rows",
+        action="store_true",
+        help="evaluate every row, ignoring the dataset's split (a fleet the model never saw, "
+        "from each unit's first day); needs a --reference other than training",
+    )
     ev.add_argument("--no-progress", action="store_true")
     return p
 
@@ -324,9 +330,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from models.pipeline import RiskReport, risk_table, score_recording, score_windows
     from models.risk import load_risk
 
+    if args.all_rows and args.reference == "training":
+        raise ArtifactError(
+            "evaluate --all-rows leaves no training rows to standardise against; "
+            "give --reference first, rolling or deployed"
+        )
     detectors = load_detectors(args.model)
     risks = {a: load_risk(d.folder) for a, d in detectors.items()}
-    ds = Dataset(args.dataset)
+    ds = Dataset(args.dataset, all_test=args.all_rows)
     has_risk = any(r is not None for r in risks.values())
     if ds.spec.labels is None and not (has_risk and ds.spec.failures):
         raise ArtifactError(
@@ -368,7 +379,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "model": str(args.model),
         "dataset": ds.name,
         "dataset_sha256": ds.digest,
-        "part": "test",
+        "part": "all" if args.all_rows else "test",
         "reference": args.reference,
         "metrics": metrics,
     }

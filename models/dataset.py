@@ -269,11 +269,16 @@ def load_spec(folder: Path) -> DatasetSpec:
 class Dataset:
     """An opened dataset: its spec, files, failures and events; recordings on demand."""
 
-    def __init__(self, folder: Path, *, all_train: bool = False) -> None:
+    def __init__(self, folder: Path, *, all_train: bool = False, all_test: bool = False) -> None:
         """``all_train``: every row is training data, whatever the split says (to fit on a
-        dataset that is all training, e.g. a simulated fleet kept apart for training)."""
+        dataset that is all training, e.g. a simulated fleet kept apart for training).
+        ``all_test``: every row is test data (to evaluate on a fleet a model never saw,
+        from each unit's first day)."""
+        if all_train and all_test:
+            raise ValueError("a dataset cannot be all training and all test")
         self.folder = Path(folder)
         self.all_train = all_train
+        self.all_test = all_test
         self.spec = load_spec(self.folder)
         self.files = self._resolve_files()
         self.failures = self._read_failures()
@@ -431,8 +436,8 @@ class Dataset:
             rows = rows[order]
             n = rows.size
             until = spec.split.until_s
-            if self.all_train:
-                train = np.ones(n, dtype=bool)
+            if self.all_train or self.all_test:
+                train = np.full(n, self.all_train, dtype=bool)
             elif until is not None:
                 train = t[rows] < until
             else:

@@ -328,7 +328,10 @@ def standardised(
     - ``rolling``: ``policy`` (:class:`models.runtime.BaselinePolicy`) from its first
       window, as the cloud's scorer follows it at each window end: the lagged span of the
       refresh block once it is full enough, else the first days once they are over, else
-      the baseline it had (the first days' at the start: the one look ahead);
+      the baseline it had. In its first days the asset is new: each window is standardised
+      against the windows so far, itself included, as the scorer rebuilds a new device's
+      baseline at every pass; before :data:`models.anomaly.MIN_ASSET_WINDOWS` of them it
+      is *learning* (not scored by the cloud) and its z is 0;
     - ``deployed``: as ``rolling``, starting again at each of ``restarts`` (its
       maintenance; the scorer starts again when a work order is completed), the old
       baseline serving until the first days after it are over. Not emulated: the
@@ -352,9 +355,8 @@ def standardised(
     if t.size == 0:
         return np.zeros_like(x)
     start = float(t[0])
-    first = base(span(*policy.first(start)))
     if how == "first":
-        return np.asarray(first.z(x), dtype=np.float64)
+        return np.asarray(base(span(*policy.first(start))).z(x), dtype=np.float64)
     hop = float(np.median(np.diff(t))) if t.size > 1 else 3600.0
     since = np.sort(np.asarray(restarts, dtype=np.float64))
     since = since[(since > start) & (since <= t[-1])] if how == "deployed" else since[:0]
@@ -367,7 +369,7 @@ def standardised(
         for o, ti in zip(origin_of.tolist(), t.tolist(), strict=True)
     ]
     z = np.zeros_like(x)
-    current: anomaly.Standardizer = first
+    current: anomaly.Standardizer | None = None
     i = 0
     for (origin, block, first_over), run in itertools.groupby(keys):
         j = i + sum(1 for _ in run)
@@ -376,7 +378,15 @@ def standardised(
             current = base(ref)
         elif first_over and span(*policy.first(origin)).sum() >= anomaly.MIN_ASSET_WINDOWS:
             current = base(span(*policy.first(origin)))
-        z[i:j] = current.z(x[i:j])
+        elif origin == start:
+            # New: each window against the windows so far (rows i..k), once there are enough.
+            for k in range(max(i, anomaly.MIN_ASSET_WINDOWS - 1), j):
+                current = base(span(start, float(t[k]) + 1.0))
+                z[k] = current.z(x[k : k + 1])[0]
+            i = j
+            continue
+        if current is not None:
+            z[i:j] = current.z(x[i:j])
         i = j
     return z
 

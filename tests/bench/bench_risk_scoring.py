@@ -47,7 +47,8 @@ a factor of two between runs is noise; the JSON has every figure:
 
 - cold pass, 45-100 ms a device (10-22 devices/s): the baseline's store query (313
   windows of 94 or 56 features) 25-58 ms, rows → matrix 3-8 ms, building the baseline
-  7-14 ms (``np.nanpercentile`` is half of it), then what a warm pass does;
+  7-14 ms (``np.nanpercentile`` was half of it; 2.1 ms since the robust scale takes the
+  IQR only where the MAD is zero: one run, 2026-11-25), then what a warm pass does;
 - warm pass, 10-27 ms a device (37-100 devices/s): the history's store query (84
   windows) 7-20 ms, 70-75 % of the pass; rows → matrix 0.8-2.2 ms; the models
   (``assess_many``, ~125 devices a call) 1.5-4.9 ms; storing the score 0.1-0.3 ms;

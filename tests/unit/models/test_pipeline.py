@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.anomaly import MIN_ASSET_WINDOWS
 from models.export import LoadedDetector, load_detectors
 from models.pipeline import standardised
 from models.runtime import BaselinePolicy
@@ -84,3 +85,23 @@ def test_rolling_ignores_maintenance_and_an_unknown_reference_is_named(
     assert standardised(det, x[:0], t[:0], "deployed", healthy[:0]).shape == (0, x.shape[1])
     with pytest.raises(ValueError, match="unknown reference 'latest'"):
         standardised(det, x, t, "latest", healthy)
+
+
+@pytest.mark.parametrize("how", ["rolling", "deployed"])
+def test_a_new_asset_is_standardised_on_what_it_has_so_far(
+    det: LoadedDetector, asset: tuple[np.ndarray, np.ndarray], how: str
+) -> None:
+    """As the scorer does for a new device: nothing before it has enough windows of its
+    own (learning), then each window against the windows up to it, never a later one."""
+    t, x = asset
+    healthy = t < t[0] + 30 * DAY
+    z = standardised(det, x, t, how, healthy, [])
+    learning = MIN_ASSET_WINDOWS - 1
+    assert np.all(z[:learning] == 0.0)
+    assert np.any(z[learning] != 0.0)
+    later = x.copy()
+    cut = int(np.searchsorted(t, t[0] + 7 * DAY))
+    later[cut:] += 10 * det.scale_floor  # the unit's days after the first week change
+    z_later = standardised(det, later, t, how, healthy, [])
+    np.testing.assert_array_equal(z_later[:cut], z[:cut])
+    assert np.median(z_later[cut]) > 2.0  # the change stands out against the first week

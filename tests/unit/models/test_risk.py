@@ -103,7 +103,7 @@ def _fleet(folder: Path, seed: int, assets: int = 6, days: int = 60) -> Path:
     return folder
 
 
-def test_fit_and_evaluate_a_risk_model(tmp_path: Path) -> None:
+def test_fit_and_evaluate_a_risk_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     train = _fleet(tmp_path / "train", seed=1)
     test = _fleet(tmp_path / "test", seed=2)
     out = tmp_path / "model"
@@ -154,6 +154,20 @@ def test_fit_and_evaluate_a_risk_model(tmp_path: Path) -> None:
     d = doc["metrics"]["risk"]
     assert d["failures"] == 3 and d["recall@72h"] == 1.0
     assert d["pr_auc_asset_windows"] != r["pr_auc_asset_windows"]  # other inputs
+    # a fleet the model never saw, judged from each pump's first day: the day-25(+)
+    # failures count too
+    whole = tmp_path / "whole.json"
+    run_models("evaluate", "--model", str(out), "--dataset", str(test), "--out", str(whole),
+               "--reference", "deployed", "--all-rows")  # fmt: skip
+    doc = json.loads(whole.read_text())
+    assert doc["part"] == "all" and doc["metrics"]["risk"]["failures"] == 6
+    assert doc["metrics"]["risk"]["recall@72h"] == 1.0
+    card = (out / "card.md").read_text()
+    assert "(test rows, training reference)" in card and "(all rows, deployed reference)" in card
+    assert main(["evaluate", "--model", str(out), "--dataset", str(test), "--out",
+                 str(tmp_path / "no.json"), "--all-rows", "--no-progress"]) == 2  # fmt: skip
+    assert "--all-rows leaves no training rows" in capsys.readouterr().err
+    assert not (tmp_path / "no.json").exists()
 
 
 class _FixedRisk:

@@ -141,23 +141,29 @@ def test_a_leaking_compressor_gets_rising_risk_and_falling_health(
     fail = START + FAIL_DAY * DAY
     t, got = history("cc-leak")
     p72 = np.array([a.p72 for a in got])
+    p_alert = np.array([a.p_alert for a in got])
     health = np.array([a.health for a in got])
     healthy = (t > START + 2 * DAY) & (t < START + ONSET_DAY * DAY)
     eve = t > fail - DAY
     assert np.median(p72[healthy]) < 0.05 and np.median(health[healthy]) >= 90
-    assert np.median(p72[eve]) > 0.9 and np.max(health[eve]) <= 10
-    # rising over the 72 h before the failure, every day higher than the day before
-    days = [p72[(t > fail - (d + 1) * DAY) & (t <= fail - d * DAY)] for d in (3, 2, 1, 0)]
+    assert np.median(p_alert[healthy]) < 0.2  # the threshold is 0.97
+    # the last day: the failure within 72 h more likely than not, health near 0
+    assert np.median(p72[eve]) > 0.5 and np.max(p72[eve]) > 0.99
+    assert np.median(health[eve]) <= 10
+    # the risk alerts are raised on rises over the 72 h before the failure, every day
+    # higher than the day before
+    days = [p_alert[(t > fail - (d + 1) * DAY) & (t <= fail - d * DAY)] for d in (3, 2, 1, 0)]
     medians = [float(np.median(d)) for d in days]
-    assert medians == sorted(medians) and medians[-1] - medians[0] > 0.5
+    assert medians == sorted(medians) and medians[-1] - medians[0] > 0.4
     assert np.polyfit(t[t > fail - 3 * DAY] / DAY, health[t > fail - 3 * DAY], 1)[0] < 0
     last = got[-1]
     assert last.alert and last.fault_type == "refrigerant_leak"
     assert any(a.alert for a in got if a.ts < fail - 6 * H)  # warned hours ahead
     assert not any(a.alert for a in got if a.ts < START + ONSET_DAY * DAY)
-    # the signals behind it: the refrigerant circuit's, with a rising anomaly
-    assert {s.signal for s in last.top_signals} & {"subcooling", "superheat"}
-    assert all(s.trend_per_day > 0 for s in last.top_signals)
+    # the signal most behind it: the refrigerant circuit's, with a rising anomaly
+    top = last.top_signals[0]
+    assert top.signal in {"subcooling", "superheat"} and top.trend_per_day > 0
+    assert top.share == max(s.share for s in last.top_signals) > 0.3
 
     t, control = history("cc-ok")
     p72 = np.array([a.p72 for a in control])
