@@ -331,7 +331,8 @@ def standardised(
       the baseline it had. In its first days the asset is new: each window is standardised
       against the windows so far, itself included, as the scorer rebuilds a new device's
       baseline at every pass; before :data:`models.anomaly.MIN_ASSET_WINDOWS` of them it
-      is *learning* (not scored by the cloud) and its z is 0;
+      is *learning* (not scored by the cloud) and its z is 0, and so it stays after first
+      days that held fewer, until the lagged span is full enough;
     - ``deployed``: as ``rolling``, starting again at each of ``restarts`` (its
       maintenance; the scorer starts again when a work order is completed), the old
       baseline serving until the first days after it are over. Not emulated: the
@@ -378,13 +379,15 @@ def standardised(
             current = base(ref)
         elif first_over and span(*policy.first(origin)).sum() >= anomaly.MIN_ASSET_WINDOWS:
             current = base(span(*policy.first(origin)))
-        elif origin == start:
-            # New: each window against the windows so far (rows i..k), once there are enough.
+        elif origin == start and not first_over:
+            # New: each window against the windows so far (rows 0..k), once there are enough.
             for k in range(max(i, anomaly.MIN_ASSET_WINDOWS - 1), j):
                 current = base(span(start, float(t[k]) + 1.0))
                 z[k] = current.z(x[k : k + 1])[0]
             i = j
             continue
+        elif origin == start:
+            current = None  # too few windows in its first days: learning until the span fills
         if current is not None:
             z[i:j] = current.z(x[i:j])
         i = j

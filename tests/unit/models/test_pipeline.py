@@ -105,3 +105,19 @@ def test_a_new_asset_is_standardised_on_what_it_has_so_far(
     z_later = standardised(det, later, t, how, healthy, [])
     np.testing.assert_array_equal(z_later[:cut], z[:cut])
     assert np.median(z_later[cut]) > 2.0  # the change stands out against the first week
+
+
+def test_an_asset_whose_first_days_hold_too_few_windows_learns_until_the_span_fills(
+    det: LoadedDetector,
+) -> None:
+    """A window a day: 14 in the first 14 days, fewer than a baseline needs. The scorer
+    leaves such a device learning (not scored) until the lagged span holds half of its 30
+    days' windows, which the block starting on day 35 does (days 0-21)."""
+    rng = np.random.default_rng(9)
+    t = 1_767_225_600.0 + np.arange(120) * DAY
+    assert det.scale_floor is not None
+    x = det.fleet.center + det.scale_floor * rng.normal(size=(t.size, det.fleet.center.size))
+    z = standardised(det, x, t, "deployed", t < t[0] + 30 * DAY, [])
+    day = (t - t[0]) / DAY
+    assert np.all(z[day < 35] == 0.0)
+    assert np.all(np.any(z[day >= 35] != 0.0, axis=1))
