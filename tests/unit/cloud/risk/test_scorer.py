@@ -118,9 +118,9 @@ def scorer(w: World, clock: list[float], **cfg: object) -> RiskScorer:
 
 def test_the_leak_gets_one_order_before_it_fails_and_the_healthy_ones_none(world: World) -> None:
     clock = [START + 1 * DAY]  # a day of windows: too few for the devices' own baselines
-    # Against the 4 days of baseline this 15-day world allows, the healthy fan's alert risk
-    # peaks on day 12 at 0.971, over the shipped fan model's 0.97 (how often a model alerts
-    # falsely is measured on a 200-device fleet: models/artifacts/README.md); the fan's
+    # This 15-day world allows 4 days of baseline, too few for the healthy fan's alert risk
+    # to be judged against the shipped fan model's threshold (how often a model alerts
+    # falsely is measured on 200-device fleets: models/artifacts/README.md); the fan's
     # opening threshold is set here as an operator would (EDGEWATCH_CLOUD_RISK_THRESHOLDS).
     sc = scorer(world, clock, thresholds={"fan": 0.99})
     assert sc.threshold("fan") == 0.99
