@@ -168,7 +168,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             "alerts would come after the risk they warn of is shown"
         )
     key = load_private_key(args.key) if args.key else None
-    ds = Dataset(args.dataset, all_train=args.all_rows)
+    ds = Dataset(args.dataset, rows="train" if args.all_rows else "split")
     with _Files(len(ds.files), args.no_progress) as bar:
         result = fit_anomaly(
             ds,
@@ -337,7 +337,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
     detectors = load_detectors(args.model)
     risks = {a: load_risk(d.folder) for a, d in detectors.items()}
-    ds = Dataset(args.dataset, all_test=args.all_rows)
+    ds = Dataset(args.dataset, rows="test" if args.all_rows else "split")
     has_risk = any(r is not None for r in risks.values())
     if ds.spec.labels is None and not (has_risk and ds.spec.failures):
         raise ArtifactError(

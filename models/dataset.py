@@ -269,16 +269,13 @@ def load_spec(folder: Path) -> DatasetSpec:
 class Dataset:
     """An opened dataset: its spec, files, failures and events; recordings on demand."""
 
-    def __init__(self, folder: Path, *, all_train: bool = False, all_test: bool = False) -> None:
-        """``all_train``: every row is training data, whatever the split says (to fit on a
-        dataset that is all training, e.g. a simulated fleet kept apart for training).
-        ``all_test``: every row is test data (to evaluate on a fleet a model never saw,
-        from each unit's first day)."""
-        if all_train and all_test:
-            raise ValueError("a dataset cannot be all training and all test")
+    def __init__(self, folder: Path, *, rows: Literal["split", "train", "test"] = "split") -> None:
+        """``rows``: which rows are training data: as the dataset's split says (``split``),
+        every row (``train``: to fit on a dataset kept for training, e.g. a simulated
+        fleet), or none (``test``: to evaluate on a fleet a model never saw, from each
+        unit's first day)."""
         self.folder = Path(folder)
-        self.all_train = all_train
-        self.all_test = all_test
+        self.rows = rows
         self.spec = load_spec(self.folder)
         self.files = self._resolve_files()
         self.failures = self._read_failures()
@@ -436,8 +433,8 @@ class Dataset:
             rows = rows[order]
             n = rows.size
             until = spec.split.until_s
-            if self.all_train or self.all_test:
-                train = np.full(n, self.all_train, dtype=bool)
+            if self.rows != "split":
+                train = np.full(n, self.rows == "train", dtype=bool)
             elif until is not None:
                 train = t[rows] < until
             else:

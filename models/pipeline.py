@@ -375,10 +375,11 @@ def standardised(
     for (origin, block, first_over), run in itertools.groupby(keys):
         j = i + sum(1 for _ in run)
         ref = span(*policy.rolling(origin, block))
+        first = span(*policy.first(origin))
         if policy.enough(int(ref.sum()), hop):
             current = base(ref)
-        elif first_over and span(*policy.first(origin)).sum() >= anomaly.MIN_ASSET_WINDOWS:
-            current = base(span(*policy.first(origin)))
+        elif first_over and first.sum() >= anomaly.MIN_ASSET_WINDOWS:
+            current = base(first)
         elif origin == start and not first_over:
             # New: each window against the windows so far (rows 0..k), once there are enough.
             for k in range(max(i, anomaly.MIN_ASSET_WINDOWS - 1), j):
