@@ -85,6 +85,14 @@ class Settings(BaseSettings):
         description="after a batch arrives, a worker waits this long for more to store with "
         "it in one write: fewer, larger writes at moderate load, for as much added latency",
     )
+    ingest_writes_in_flight: int = Field(
+        3,
+        ge=1,
+        le=16,
+        description="store writes one ingest worker keeps in flight at once: a batch that "
+        "arrives during a slow write (the store busy) goes in another write instead of "
+        "waiting for that one",
+    )
 
     # --- API ---
     api_host: str = "127.0.0.1"

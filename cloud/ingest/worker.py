@@ -6,12 +6,23 @@ the broker splits gateways' batches between any number of workers. A worker:
 1. takes messages from the broker with manual acknowledgement: the broker sends at most
    ``receive_maximum`` messages that the worker has not yet acknowledged (MQTT flow
    control is the queue's limit; a message over it waits in the broker);
-2. stores up to ``max_batches`` waiting batches with one store write, waiting up to
-   ``linger_s`` after the first for more to join it: at a moderate load, batches arrive
-   a few milliseconds apart, and one write per batch would cost the worker and the store
-   most of their CPU in per-request overhead (measured in ``tests/bench/bench_ingest.py``);
-3. only then publishes each gateway's :class:`~edge_agent.protocol.Ack` (QoS 1) and
-   acknowledges the messages to the broker.
+2. decodes each batch as it arrives (the prepare thread), while
+3. ``writes_in_flight`` store threads each store what is ready, up to ``max_batches``
+   batches, with one store write (a group commit): a batch decoded while a write is in
+   flight goes into the next write that starts, in another store thread or in the same
+   one as soon as it is free, so a slow write (the store busy with a cache snapshot)
+   does not hold the batches behind it. A store thread that finds a batch ready waits
+   up to ``linger_s`` after it was ready for more to join it: at a moderate load,
+   batches arrive a few milliseconds apart, and one write per batch would cost the
+   worker and the store most of their CPU in per-request overhead (both measured in
+   ``tests/bench/bench_ingest.py``);
+4. only then publishes each gateway's :class:`~edge_agent.protocol.Ack` (QoS 1) and
+   acknowledges the messages to the broker. With more than one write in flight, acks
+   leave in the order writes end, not quite the order the batches came in: a gateway's
+   ack names the seqs it covers, and the broker matches a PUBACK by its packet id.
+
+The worker holds at most ``receive_maximum`` batches, received or ready: MQTT flow
+control is the limit of both its queues.
 
 The MQTT socket has ``TCP_NODELAY``, as the agent's has: an ack published while the
 broker's TCP stack has not yet acknowledged the previous packet would otherwise wait for
@@ -39,6 +50,7 @@ import signal
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
@@ -86,6 +98,7 @@ class IngestWorker:
         receive_maximum: int = 256,
         max_batches: int = 64,
         linger_s: float | None = None,
+        writes_in_flight: int | None = None,
         retry_min_s: float = 0.2,
         retry_max_s: float = 10.0,
     ) -> None:
@@ -95,16 +108,27 @@ class IngestWorker:
         self.receive_maximum = receive_maximum
         self.max_batches = max_batches
         self.linger_s = settings.ingest_linger_ms / 1000 if linger_s is None else linger_s
+        self.writes_in_flight = (
+            settings.ingest_writes_in_flight if writes_in_flight is None else writes_in_flight
+        )
+        if self.writes_in_flight < 1:
+            raise CloudError(f"writes_in_flight is {self.writes_in_flight}: at least 1")
         self.retry_min_s = retry_min_s
         self.retry_max_s = retry_max_s
         self._queue: queue.Queue[_Message] = queue.Queue()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._prepared: queue.Queue[list[tuple[_Message, Prepared]] | None] = queue.Queue(1)
+        self._ready: deque[tuple[float, _Message, Prepared]] = deque()
+        """Batches decoded and not yet taken by a store thread, with when each was ready
+        (``time.monotonic``); guarded by ``_ready_cond``."""
+        self._ready_cond = threading.Condition()
+        self._all_ready = False
+        """Set by the prepare thread when it stops: nothing more will be ready."""
         self._connected = threading.Event()
         self.failed = threading.Event()
         """Set when a worker thread died of an unexpected error; the worker is stopping."""
         self.counts: dict[str, int] = {"batches": 0, "stored": 0, "refused": 0, "retries": 0}
+        self._counts_lock = threading.Lock()
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -170,12 +194,14 @@ class IngestWorker:
         self._threads = [
             threading.Thread(
                 target=self._guarded, args=(self._run,), name=f"ingest-prepare-{self.client_id}"
-            ),
+            )
+        ] + [
             threading.Thread(
                 target=self._guarded,
                 args=(self._commit_loop,),
-                name=f"ingest-store-{self.client_id}",
-            ),
+                name=f"ingest-store-{i}-{self.client_id}",
+            )
+            for i in range(self.writes_in_flight)
         ]
         for thread in self._threads:
             thread.start()
@@ -198,15 +224,6 @@ class IngestWorker:
             self.failed.set()
             self._stopping.set()
 
-    def _handoff(self, group: list[tuple[_Message, Prepared]] | None) -> None:
-        """Give ``group`` to the store thread (None: no more), unless the worker failed."""
-        while not self.failed.is_set():
-            try:
-                self._prepared.put(group, timeout=0.2)
-                return
-            except queue.Full:
-                continue
-
     def wait_subscribed(self, timeout: float = 10.0) -> bool:
         return self._connected.wait(timeout)
 
@@ -221,56 +238,69 @@ class IngestWorker:
 
     # -- storing ---------------------------------------------------------------------------
     def _run(self) -> None:
-        """Decode and map what the broker delivered, in groups of up to ``max_batches``
-        batches, while the store thread writes the group before (the two overlap: the
-        store's round trip does not hold the interpreter)."""
+        """Decode and map each batch the broker delivered and make it ready for the store
+        threads, which meanwhile write what was ready before (they overlap: a store's
+        round trip does not hold the interpreter)."""
         while not self.failed.is_set():
             try:
-                first = self._queue.get(timeout=0.1)
+                message = self._queue.get(timeout=0.1)
             except queue.Empty:
                 if self._stopping.is_set():
-                    self._handoff(None)
-                    return
+                    break
                 continue
-            group = self._prepare(self._collect(first))
-            if group:
-                self._handoff(group)
+            prepared = self._prepare(message)
+            if prepared is not None:
+                with self._ready_cond:
+                    self._ready.append((time.monotonic(), message, prepared))
+                    self._ready_cond.notify()
+        with self._ready_cond:
+            self._all_ready = True
+            self._ready_cond.notify_all()
 
-    def _collect(self, first: _Message) -> list[_Message]:
-        """``first`` and what else arrives within ``linger_s`` of it, up to ``max_batches``
-        (what was already waiting is taken at once)."""
-        messages = [first]
-        until = time.monotonic() + self.linger_s
-        while len(messages) < self.max_batches:
-            left = until - time.monotonic()
-            try:
-                if left > 0:
-                    messages.append(self._queue.get(timeout=left))
-                else:
-                    messages.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return messages
+    def _take(self) -> list[tuple[_Message, Prepared]] | None:
+        """The next write's batches: everything ready, up to ``max_batches``. Waits for a
+        first one, then until ``linger_s`` after it was ready for more (not at all when it
+        was ready that long ago: it waited for a store thread). None once nothing more
+        will be ready (the prepare thread stopped or the worker failed)."""
+        with self._ready_cond:
+            while True:
+                while not self._ready:
+                    if self._all_ready or self.failed.is_set():
+                        return None
+                    self._ready_cond.wait(0.2)
+                until = self._ready[0][0] + self.linger_s
+                while 0 < len(self._ready) < self.max_batches and not self._all_ready:
+                    left = until - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._ready_cond.wait(left)
+                n = min(len(self._ready), self.max_batches)
+                if n:  # else another store thread took them meanwhile
+                    return [(m, p) for _, m, p in (self._ready.popleft() for _ in range(n))]
 
-    def _prepare(self, messages: list[_Message]) -> list[tuple[_Message, Prepared]]:
-        group: list[tuple[_Message, Prepared]] = []
-        for m in messages:
-            self.counts["batches"] += 1
-            try:
-                gateway_id, _rest = parse_topic(m.topic)
-                prepared = self._prepare_one(m.payload, gateway_id)
-            except (BatchRefused, ProtocolError) as exc:
-                # Nothing to store or ack; the message is done with.
-                self.counts["refused"] += 1
-                log.debug("batch on %s refused: %s", m.topic, exc)
-                self._client.ack(m.mid, m.qos)
-                metrics.QUEUED.dec()
-                continue
-            if prepared is None:  # stopping while the registry is down: leave it unacked
-                metrics.QUEUED.dec()
-                continue
-            group.append((m, prepared))
-        return group
+    def _count(self, what: str, n: int = 1) -> int:
+        """Add ``n`` to ``counts[what]`` (the threads share them); the new count."""
+        with self._counts_lock:
+            self.counts[what] += n
+            return self.counts[what]
+
+    def _prepare(self, m: _Message) -> Prepared | None:
+        """``m`` decoded and mapped; None when there is nothing to store (a refused batch,
+        acknowledged to the broker at once) or the worker stopped meanwhile."""
+        self._count("batches")
+        try:
+            gateway_id, _rest = parse_topic(m.topic)
+            prepared = self._prepare_one(m.payload, gateway_id)
+        except (BatchRefused, ProtocolError) as exc:
+            # Nothing to store or ack; the message is done with.
+            self._count("refused")
+            log.debug("batch on %s refused: %s", m.topic, exc)
+            self._client.ack(m.mid, m.qos)
+            metrics.QUEUED.dec()
+            return None
+        if prepared is None:  # stopping while the registry is down: leave it unacked
+            metrics.QUEUED.dec()
+        return prepared
 
     def _prepare_one(self, payload: bytes, gateway_id: str) -> Prepared | None:
         """``service.prepare``, retried with backoff while the registry cannot be read (a
@@ -281,7 +311,7 @@ class IngestWorker:
             try:
                 return self.service.prepare(payload, gateway_id)
             except RegistryUnavailable as exc:
-                self.counts["retries"] += 1
+                self._count("retries")
                 if delay == self.retry_min_s or delay >= self.retry_max_s:
                     log.error("registry unavailable, retrying: %s", exc)
                 if self._stopping.wait(delay):
@@ -289,16 +319,8 @@ class IngestWorker:
                 delay = min(delay * 2, self.retry_max_s)
 
     def _commit_loop(self) -> None:
-        """Store each prepared group, then ack it to the gateways and to the broker."""
-        while True:
-            try:
-                group = self._prepared.get(timeout=0.2)
-            except queue.Empty:
-                if self.failed.is_set():
-                    return
-                continue
-            if group is None:
-                return
+        """Store what is ready, then ack it to the gateways and to the broker."""
+        while (group := self._take()) is not None:
             acks = self._commit([p for _, p in group])
             metrics.QUEUED.dec(len(group))
             if acks is None:  # stopping while the store is down: leave them unacknowledged
@@ -307,7 +329,7 @@ class IngestWorker:
                 self._client.publish(ack_topic(p.gateway_id), encode_ack(ack), qos=1)
                 metrics.ACKS.labels("mqtt").inc()
                 self._client.ack(m.mid, m.qos)
-                self.counts["stored"] += len(p.points)
+                self._count("stored", len(p.points))
 
     def _commit(self, batches: list[Prepared]) -> list[Ack] | None:
         delay = self.retry_min_s
@@ -316,8 +338,7 @@ class IngestWorker:
                 return self.service.commit(batches)
             except (StoreUnavailable, RegistryUnavailable) as exc:
                 # The store, or the registry where raised alarms are recorded: retry.
-                self.counts["retries"] += 1
-                if self.counts["retries"] == 1 or delay >= self.retry_max_s:
+                if self._count("retries") == 1 or delay >= self.retry_max_s:
                     log.error("cannot store a batch now, retrying: %s", exc)
                 if self._stopping.wait(delay):
                     return None

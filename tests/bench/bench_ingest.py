@@ -22,6 +22,11 @@ sends them).
    and the CPU seconds each process spent meanwhile: ``influxd`` (snapshots and
    compactions included), ``mosquitto``, the ingest workers (the CLI and its worker
    processes) and the publisher (this process), beside the CPUs there were.
+4. the store alone at that load: the same records as points, serialised beforehand, POSTed
+   to a fresh database at half the measured throughput in writes of
+   ``--raw-latency-points`` (about what a worker writes at a time at that load) from one
+   client for ``--seconds``: each write's latency (p50, p99, max), set beside InfluxDB's
+   cache snapshots as above. What ingest adds to the store's own tail.
 
 ``--influx-data KEY=VALUE`` sets an ``influxd`` ``[data]`` option for the run (TOML value).
 
@@ -202,6 +207,48 @@ def raw_rate(
         "write_fields_per_s": fields / write_s,
         "serialise_points_per_s": len(points) / serialise_s,
     }
+
+
+def raw_latency(
+    influx_url: str,
+    batches: list[Any],
+    infos: dict[str, GatewayInfo],
+    rate: float,
+    seconds: float,
+    chunk: int,
+) -> tuple[dict[str, float], list[Span]]:
+    """Phase 4 (module docstring): the figures and every write's span."""
+    lines = [
+        line_protocol(to_point(r, infos[gw], now=r.ts, max_future_s=0))
+        for gw, _first, _n, _payload, records in batches
+        for r in records
+    ]
+    bodies = ["\n".join(lines[i : i + chunk]) for i in range(0, len(lines), chunk)]
+    spans: list[Span] = []
+    with httpx.Client(timeout=60) as http:
+        http.post(f"{influx_url}/query", params={"q": "CREATE DATABASE rawlat"}).raise_for_status()
+        started = time.perf_counter()
+        for i, body in enumerate(bodies):
+            due = started + i * chunk / rate
+            if due - started >= seconds:
+                break
+            time.sleep(max(0.0, due - time.perf_counter()))
+            sent = time.perf_counter()
+            http.post(
+                f"{influx_url}/write", params={"db": "rawlat", "precision": "ns"}, content=body
+            ).raise_for_status()
+            spans.append((sent, time.perf_counter()))
+    ms = sorted((b - a) * 1000 for a, b in spans)
+    q = statistics.quantiles(ms, n=100)
+    figures = {
+        "points_per_s": rate,
+        "points_per_write": chunk,
+        "writes": len(ms),
+        "p50_ms": q[49],
+        "p99_ms": q[98],
+        "max_ms": ms[-1],
+    }
+    return figures, spans
 
 
 class Publisher:
@@ -411,6 +458,9 @@ def main() -> int:
     p.add_argument("--records-per-gateway", type=int, default=12_000)
     p.add_argument("--raw-points", type=int, default=200_000)
     p.add_argument(
+        "--raw-latency-points", type=int, default=200, help="points per write in phase 4"
+    )
+    p.add_argument(
         "--influx-data",
         action="append",
         default=[],
@@ -516,6 +566,23 @@ def main() -> int:
             stored = sum(store.count(m) for m in ("features", "score", "energy"))
             store.close()
             acked = pub.records_acked
+            alone, alone_spans = raw_latency(
+                influx.url,
+                batches[half:],
+                infos,
+                thr["records_per_s"] / 2,
+                args.seconds,
+                args.raw_latency_points,
+            )
+            alone_tail = attribute_tail(alone_spans, snapshots(influx.log_path))
+            print(
+                f"InfluxDB alone at {alone['points_per_s']:,.0f} points/s in writes of "
+                f"{alone['points_per_write']}: p50 {alone['p50_ms']:.1f} ms, p99 "
+                f"{alone['p99_ms']:.1f} ms, max {alone['max_ms']:.1f} ms; cache snapshots "
+                f"meanwhile {alone_tail['influx_snapshots']}, writes over {SLOW_MS:.0f} ms "
+                f"{alone_tail['slow_batches']}",
+                flush=True,
+            )
         finally:
             broker.stop()
             influx.stop()
@@ -527,6 +594,8 @@ def main() -> int:
         "ingest_share_of_raw": thr["records_per_s"] / raw["write_points_per_s"],
         "latency_at_half_load": lat,
         "latency_tail": tail,
+        "store_alone_at_half_load": alone,
+        "store_alone_tail": alone_tail,
         "records_acked": acked,
         "points_stored": stored,
     }

@@ -21,9 +21,9 @@ from sqlalchemy import select
 from support.registry_world import add_gateway
 
 from cloud.db import make_engine, make_sessionmaker
-from cloud.errors import RegistryUnavailable
+from cloud.errors import CloudError, RegistryUnavailable
 from cloud.ingest.directory import SqlDirectory, StaticDirectory
-from cloud.ingest.service import IngestService
+from cloud.ingest.service import IngestService, Prepared
 from cloud.ingest.worker import IngestWorker, _Message
 from cloud.registry.models import Base, Device
 from cloud.registry.refs import DeviceRef, GatewayInfo
@@ -31,7 +31,7 @@ from cloud.risk.models import RiskRequest
 from cloud.risk.requests import RequestSink
 from cloud.settings import Settings
 from cloud.tsdb import Point, TimeSeriesStore, open_store
-from edge_agent.protocol import Record, RecordKind, encode_batch, up_topic
+from edge_agent.protocol import Record, RecordKind, decode_ack, encode_batch, up_topic
 
 NOW = 1_750_000_000.0
 GW = GatewayInfo("gw-1", "client-a", "site-1", {"cc-1": DeviceRef("dev-1", "compressor")})
@@ -67,18 +67,18 @@ def worker(store: TimeSeriesStore, directory: FlakyDirectory) -> IngestWorker:
     )
 
 
-def message(seq: int) -> _Message:
-    record = Record(seq, NOW + seq, RecordKind.ENERGY, "cc-1", {"values": {"energy": 1.0}})
+def message(seq: int, energy: float = 1.0) -> _Message:
+    record = Record(seq, NOW + seq, RecordKind.ENERGY, "cc-1", {"values": {"energy": energy}})
     return _Message(up_topic("gw-1"), encode_batch("gw-1", [record]), mid=seq, qos=1)
 
 
 def test_a_registry_outage_is_waited_out_and_the_batch_prepared(store: TimeSeriesStore) -> None:
     directory = FlakyDirectory(failures=3)
     w = worker(store, directory)
-    group = w._prepare([message(1), message(2)])
-    assert [(m.mid, p.seqs) for m, p in group] == [(1, [1]), (2, [2])]
+    group = [w._prepare(message(1)), w._prepare(message(2))]
+    assert [p.seqs for p in group if p is not None] == [[1], [2]]
     assert w.counts["retries"] == 3
-    acks = w.service.commit([p for _, p in group])
+    acks = w.service.commit([p for p in group if p is not None])
     assert [a.ranges for a in acks] == [[(1, 1)], [(2, 2)]]
 
 
@@ -87,7 +87,7 @@ def test_a_worker_stopped_during_an_outage_leaves_the_batch_unacked(
 ) -> None:
     w = worker(store, FlakyDirectory(failures=None))
     threading.Timer(0.2, w._stopping.set).start()
-    assert w._prepare([message(1)]) == []  # returns instead of raising: nothing stored, no ack
+    assert w._prepare(message(1)) is None  # returns instead of raising: nothing stored, no ack
     assert w.counts["retries"] >= 2 and w.counts["refused"] == 0
 
 
@@ -238,31 +238,157 @@ def test_an_unexpected_error_stops_the_worker_instead_of_leaving_it_half_alive(
 # ---- grouping batches into one write ------------------------------------------------------
 
 
-def test_a_batch_arriving_within_the_linger_joins_the_write(store: TimeSeriesStore) -> None:
+def grouping_worker(store: TimeSeriesStore, **kwargs: float) -> IngestWorker:
     service = IngestService(store, StaticDirectory({"gw-1": GW}), clock=lambda: NOW + 60)
-    w = IngestWorker(Settings(), service, client_id="test-worker", linger_s=5.0, max_batches=2)
-    threading.Timer(0.05, w._queue.put, args=(message(2),)).start()
+    return IngestWorker(Settings(), service, client_id="test-worker", **kwargs)  # type: ignore[arg-type]
+
+
+def ready(w: IngestWorker, *seqs: int) -> None:
+    """Messages ``seqs`` decoded and ready, as the prepare thread leaves them."""
+    for seq in seqs:
+        prepared = w._prepare(message(seq))
+        assert prepared is not None
+        with w._ready_cond:
+            w._ready.append((time.monotonic(), message(seq), prepared))
+            w._ready_cond.notify()
+
+
+def mids(group: list[tuple[_Message, Prepared]] | None) -> list[int]:
+    assert group is not None
+    return [m.mid for m, _ in group]
+
+
+def test_a_batch_ready_within_the_linger_joins_the_write(store: TimeSeriesStore) -> None:
+    w = grouping_worker(store, linger_s=5.0, max_batches=2)
+    ready(w, 1)
+    threading.Timer(0.05, ready, args=(w, 2)).start()
     started = time.monotonic()
-    group = w._collect(message(1))
-    assert [m.mid for m in group] == [1, 2]
+    assert mids(w._take()) == [1, 2]
     # a full group goes at once instead of waiting out the linger
     assert time.monotonic() - started < 4.0
 
 
-def test_without_a_linger_only_what_already_waits_joins(store: TimeSeriesStore) -> None:
+def test_without_a_linger_only_what_is_ready_joins(store: TimeSeriesStore) -> None:
     service = IngestService(store, StaticDirectory({"gw-1": GW}), clock=lambda: NOW + 60)
     w = IngestWorker(Settings(ingest_linger_ms=0), service, client_id="test-worker")
     assert w.linger_s == 0.0
-    w._queue.put(message(2))
-    threading.Timer(0.05, w._queue.put, args=(message(3),)).start()
-    assert [m.mid for m in w._collect(message(1))] == [1, 2]
-    time.sleep(0.2)
-    assert [m.mid for m in w._collect(w._queue.get_nowait())] == [3]
+    ready(w, 1, 2)
+    threading.Timer(0.05, ready, args=(w, 3)).start()
+    assert mids(w._take()) == [1, 2]
+    assert mids(w._take()) == [3]
 
 
 def test_the_linger_is_bounded(store: TimeSeriesStore) -> None:
-    service = IngestService(store, StaticDirectory({"gw-1": GW}), clock=lambda: NOW + 60)
-    w = IngestWorker(Settings(), service, client_id="test-worker", linger_s=0.05)
+    w = grouping_worker(store, linger_s=0.05)
+    ready(w, 1)
     started = time.monotonic()
-    assert [m.mid for m in w._collect(message(1))] == [1]
-    assert time.monotonic() - started >= 0.05
+    assert mids(w._take()) == [1]
+    assert time.monotonic() - started >= 0.04
+
+
+def test_a_write_takes_at_most_max_batches(store: TimeSeriesStore) -> None:
+    w = grouping_worker(store, linger_s=0.0, max_batches=3)
+    ready(w, 1, 2, 3, 4, 5)
+    assert mids(w._take()) == [1, 2, 3]
+    assert mids(w._take()) == [4, 5]
+
+
+class SlowStore:
+    """A store whose first write waits until it is released; notes each write's seqs."""
+
+    def __init__(self, inner: TimeSeriesStore) -> None:
+        self.inner = inner
+        self.release = threading.Event()
+        self.writing = threading.Event()
+        self.writes: list[list[float]] = []
+        """The energy values of each write, in the order the writes ended."""
+
+    def write(self, points: Sequence[Point]) -> None:
+        if not self.writing.is_set():
+            self.writing.set()
+            assert self.release.wait(10)
+        self.writes.append(sorted(p.fields["energy"] for p in points))
+        self.inner.write(points)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def started_worker(
+    store: TimeSeriesStore, writes_in_flight: int
+) -> tuple[IngestWorker, SlowStore, list[bytes], list[threading.Thread]]:
+    """A worker on a :class:`SlowStore`, its prepare thread and ``writes_in_flight`` store
+    threads running; the broker left out (the acks to gateways are collected)."""
+    slow = SlowStore(store)
+    service = IngestService(
+        slow,  # type: ignore[arg-type]
+        StaticDirectory({"gw-1": GW}),
+        clock=lambda: NOW + 60,
+    )
+    w = IngestWorker(
+        Settings(), service, client_id="test-worker", linger_s=0.01,
+        writes_in_flight=writes_in_flight,
+    )  # fmt: skip
+    acked: list[bytes] = []
+    w._client.publish = lambda _topic, payload, **k: acked.append(payload)  # type: ignore[assignment,method-assign]
+    w._client.ack = lambda *a, **k: None  # type: ignore[assignment,method-assign]
+    threads = [threading.Thread(target=w._guarded, args=(w._run,))] + [
+        threading.Thread(target=w._guarded, args=(w._commit_loop,)) for _ in range(writes_in_flight)
+    ]
+    for t in threads:
+        t.start()
+    return w, slow, acked, threads
+
+
+def stop(w: IngestWorker, slow: SlowStore, threads: list[threading.Thread]) -> None:
+    slow.release.set()
+    w._stopping.set()
+    for t in threads:
+        t.join(5)
+    assert not any(t.is_alive() for t in threads) and not w.failed.is_set()
+
+
+def test_what_arrives_during_a_slow_write_goes_in_the_next_write(
+    store: TimeSeriesStore,
+) -> None:
+    """One write in flight. Batch 2 arrives during write 1, batch 3 later than the linger
+    after it but still during write 1: both are stored by write 2, right after write 1
+    (a batch behind a slow write waits for that write and its own, not for one more)."""
+    w, slow, acked, threads = started_worker(store, writes_in_flight=1)
+    try:
+        w._queue.put(message(1, energy=1.0))
+        assert slow.writing.wait(5)
+        w._queue.put(message(2, energy=2.0))
+        time.sleep(0.1)  # ten lingers
+        w._queue.put(message(3, energy=3.0))
+        time.sleep(0.1)
+    finally:
+        stop(w, slow, threads)
+    assert slow.writes == [[1.0], [2.0, 3.0]]
+    assert [decode_ack(a).ranges for a in acked] == [[(1, 1)], [(2, 2)], [(3, 3)]]
+    assert w.counts["stored"] == 3
+
+
+def test_with_two_writes_in_flight_a_slow_write_does_not_hold_the_next(
+    store: TimeSeriesStore,
+) -> None:
+    """Write 1 hangs (the store busy); batch 2, arriving meanwhile, is stored and acked to
+    its gateway by the other store thread, and batch 1 after it once its write ends."""
+    w, slow, acked, threads = started_worker(store, writes_in_flight=2)
+    try:
+        w._queue.put(message(1, energy=1.0))
+        assert slow.writing.wait(5)
+        w._queue.put(message(2, energy=2.0))
+        deadline = time.monotonic() + 5
+        while not acked and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert slow.writes == [[2.0]] and not slow.release.is_set()
+    finally:
+        stop(w, slow, threads)
+    assert [decode_ack(a).ranges for a in acked] == [[(2, 2)], [(1, 1)]]
+    assert slow.writes == [[2.0], [1.0]] and w.counts["stored"] == 2
+
+
+def test_writes_in_flight_must_be_at_least_one(store: TimeSeriesStore) -> None:
+    with pytest.raises(CloudError, match="writes_in_flight is 0"):
+        grouping_worker(store, writes_in_flight=0)
