@@ -101,6 +101,10 @@ def render_markdown(card: dict[str, Any]) -> str:
             lines.append("")
     for ev in card.get("evaluations", []):
         part = f"{ev.get('part')} rows, {ev.get('reference', 'training')} reference"
+        if ev.get("risk_thresholds"):
+            part += ", risk thresholds " + ", ".join(
+                f"{k} {v:g}" for k, v in sorted(ev["risk_thresholds"].items())
+            )
         lines += [f"## Evaluation {ev.get('at')} on `{ev.get('dataset')}` ({part})", ""]
         for section, values in ev.get("metrics", {}).items():
             lines.append(f"### {section}")

@@ -23,6 +23,7 @@ import logging
 import re
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,17 @@ def _positive_int(text: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
     return v
+
+
+def _type_threshold(text: str) -> tuple[str, float]:
+    """``TYPE=P`` (``compressor=0.95``): an asset type's alert threshold, 0 < P < 1."""
+    kind, sep, value = text.partition("=")
+    if not sep or not kind:
+        raise argparse.ArgumentTypeError(f"{text!r} is not TYPE=P (e.g. compressor=0.95)")
+    try:
+        return kind, _rate(value)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: the threshold {exc}") from None
 
 
 def _rate(text: str) -> float:
@@ -129,6 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="evaluate every row, ignoring the dataset's split (a fleet the model never saw, "
         "from each unit's first day); needs a --reference other than training",
+    )
+    ev.add_argument(
+        "--risk-threshold",
+        type=_type_threshold,
+        action="append",
+        default=[],
+        metavar="TYPE=P",
+        help="alert on P(alert) over P for that asset type instead of its model's threshold "
+        "(what the cloud's EDGEWATCH_CLOUD_RISK_THRESHOLDS would make of the fleet); "
+        "repeatable",
     )
     ev.add_argument("--no-progress", action="store_true")
     return p
@@ -337,6 +359,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
     detectors = load_detectors(args.model)
     risks = {a: load_risk(d.folder) for a, d in detectors.items()}
+    thresholds = dict(args.risk_threshold)
+    for kind, p in thresholds.items():
+        loaded = risks.get(kind)
+        if loaded is None:
+            have = sorted(a for a, r in risks.items() if r is not None)
+            raise ArtifactError(
+                f"--risk-threshold {kind}={p:g}: {args.model} has no risk model for {kind!r} "
+                f"(it has: {', '.join(have) or 'none'})"
+            )
+        risks[kind] = replace(loaded, meta={**loaded.meta, "threshold": p})
     ds = Dataset(args.dataset, rows="test" if args.all_rows else "split")
     has_risk = any(r is not None for r in risks.values())
     if ds.spec.labels is None and not (has_risk and ds.spec.failures):
@@ -381,6 +413,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "dataset_sha256": ds.digest,
         "part": "all" if args.all_rows else "test",
         "reference": args.reference,
+        **({"risk_thresholds": thresholds} if thresholds else {}),
         "metrics": metrics,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

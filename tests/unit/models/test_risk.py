@@ -168,6 +168,28 @@ def test_fit_and_evaluate_a_risk_model(tmp_path: Path, capsys: pytest.CaptureFix
                  str(tmp_path / "no.json"), "--all-rows", "--no-progress"]) == 2  # fmt: skip
     assert "--all-rows leaves no training rows" in capsys.readouterr().err
     assert not (tmp_path / "no.json").exists()
+    # another alert threshold, as an operator would set one in the cloud: the model's own
+    # threshold given explicitly changes nothing; one no window reaches raises no alert
+    same, none = tmp_path / "same.json", tmp_path / "none.json"
+    run_models("evaluate", "--model", str(out), "--dataset", str(test), "--out", str(same),
+               "--risk-threshold", f"pump={meta['threshold']}")  # fmt: skip
+    assert json.loads(same.read_text())["metrics"]["risk"] == r
+    run_models("evaluate", "--model", str(out), "--dataset", str(test), "--out", str(none),
+               "--risk-threshold", "pump=0.999999")  # fmt: skip
+    doc = json.loads(none.read_text())
+    assert doc["risk_thresholds"] == {"pump": 0.999999}
+    assert doc["metrics"]["risk"]["alerts"] == 0 and doc["metrics"]["risk"]["recall@72h"] == 0
+    assert "(test rows, training reference, risk thresholds pump 0.999999)" in (
+        out / "card.md"
+    ).read_text()
+    assert main(["evaluate", "--model", str(out), "--dataset", str(test), "--out",
+                 str(tmp_path / "no.json"), "--risk-threshold", "fan=0.5"]) == 2  # fmt: skip
+    assert "has no risk model for 'fan' (it has: pump)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:
+        main(["evaluate", "--model", str(out), "--dataset", str(test), "--out",
+              str(tmp_path / "no.json"), "--risk-threshold", "pump=1.5"])  # fmt: skip
+    assert refused.value.code == 2
+    assert "'pump=1.5': the threshold must be between 0 and 1, got 1.5" in capsys.readouterr().err
 
 
 class _FixedRisk:
