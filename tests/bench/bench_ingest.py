@@ -66,6 +66,7 @@ from cloud.ingest.records import to_point  # noqa: E402
 from cloud.registry.models import Client, Device, Gateway, Site, SiteKind  # noqa: E402
 from cloud.registry.refs import DeviceRef, GatewayInfo  # noqa: E402
 from cloud.settings import Settings  # noqa: E402
+from cloud.tsdb import Point  # noqa: E402
 from cloud.tsdb.influx import InfluxStore, line_protocol  # noqa: E402
 from edge_agent.protocol import Record, RecordKind, decode_ack, encode_batch  # noqa: E402
 from edge_agent.uplink.mqtt import no_delay  # noqa: E402
@@ -172,6 +173,18 @@ def seed_registry(settings: Settings, gateways: int, devices: int) -> dict[str, 
     return infos
 
 
+def as_points(
+    batches: list[Any], infos: dict[str, GatewayInfo], limit: int | None = None
+) -> list[Point]:
+    """The records of ``batches`` as ingest stores them, whole batches up to ``limit``."""
+    points: list[Point] = []
+    for gw, _first, _n, _payload, records in batches:
+        points += [to_point(r, infos[gw], now=r.ts, max_future_s=0) for r in records]
+        if limit is not None and len(points) >= limit:
+            break
+    return points
+
+
 def raw_rate(
     influx_url: str,
     batches: list[Any],
@@ -179,12 +192,7 @@ def raw_rate(
     chunk: int,
     limit_points: int,
 ) -> dict[str, float]:
-    points = []
-    for gw, _first, _n, _payload, records in batches:
-        for r in records:
-            points.append(to_point(r, infos[gw], now=r.ts, max_future_s=0))
-        if len(points) >= limit_points:
-            break
+    points = as_points(batches, infos, limit_points)
     started = time.perf_counter()
     bodies = [
         "\n".join(line_protocol(p) for p in points[i : i + chunk])
@@ -218,11 +226,7 @@ def raw_latency(
     chunk: int,
 ) -> tuple[dict[str, float], list[Span]]:
     """Phase 4 (module docstring): the figures and every write's span."""
-    lines = [
-        line_protocol(to_point(r, infos[gw], now=r.ts, max_future_s=0))
-        for gw, _first, _n, _payload, records in batches
-        for r in records
-    ]
+    lines = [line_protocol(p) for p in as_points(batches, infos)]
     bodies = ["\n".join(lines[i : i + chunk]) for i in range(0, len(lines), chunk)]
     spans: list[Span] = []
     with httpx.Client(timeout=60) as http:
