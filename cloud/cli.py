@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cloud import logs
 from cloud.auth.principal import Principal
 from cloud.errors import CloudError, ConfigError, InvalidInput, NotFound
 from cloud.registry.models import SHARDS, Client, Criticality, Role, SiteKind
@@ -318,9 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _configure_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(level)
 
 
 def _settings(env_file: Path | None) -> Settings:

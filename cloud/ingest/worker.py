@@ -61,6 +61,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from cloud import logs
 from cloud.errors import CloudError, RegistryUnavailable, StoreError, StoreUnavailable
 from cloud.ingest import metrics
 from cloud.ingest.directory import Directory
@@ -395,10 +396,12 @@ def rollup_loop(store: object, stop: threading.Event, *, first_delay_s: float = 
             delay = 300.0
 
 
-def _serve(settings: Settings, index: int, metrics_port: int | None) -> None:
-    """One worker: runs until SIGTERM or SIGINT."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+def _serve(
+    settings: Settings, index: int, metrics_port: int | None, log_level: int = logging.INFO
+) -> None:
+    """One worker: runs until SIGTERM or SIGINT, logging at ``log_level`` (that of the
+    process that ran :func:`run`, also in a worker process of its own)."""
+    logs.configure(log_level)
     if metrics_port:
         from prometheus_client import start_http_server
 
@@ -444,8 +447,9 @@ def run(settings: Settings, workers: int = 1, metrics_port: int | None = None) -
     worker serves its Prometheus metrics on ``metrics_port + index`` when given."""
     if workers < 1:
         raise CloudError(f"--workers {workers}: at least one worker is needed")
+    level = logging.getLogger().getEffectiveLevel()
     if workers == 1:
-        _serve(settings, 0, metrics_port)
+        _serve(settings, 0, metrics_port, level)
         return 0
     context = multiprocessing.get_context("spawn")
     stop = threading.Event()
@@ -463,7 +467,7 @@ def run(settings: Settings, workers: int = 1, metrics_port: int | None = None) -
                 if proc is not None:
                     log.error("ingest worker %d exited (%s); starting it again", i, proc.exitcode)
                 procs[i] = context.Process(
-                    target=_serve, args=(settings, i, metrics_port), name=f"ingest-{i}"
+                    target=_serve, args=(settings, i, metrics_port, level), name=f"ingest-{i}"
                 )
                 procs[i].start()
         stop.wait(1.0)

@@ -84,10 +84,11 @@ def scrape(port: int) -> str | None:
         return None
 
 
-def ingest_worker(env: dict[str, str], log: Path, metrics_port: int) -> Process:
+def ingest_worker(env: dict[str, str], log: Path, metrics_port: int, workers: int = 1) -> Process:
     """``edgewatch-cloud ingest`` with ``env``'s settings, once it serves its metrics (it
-    connects and subscribes right after)."""
-    argv = [sys.executable, "-m", "cloud.cli", "ingest", "--workers", "1",
+    connects and subscribes right after). With ``workers`` > 1, its worker processes serve
+    theirs on ``metrics_port`` + their index."""
+    argv = [sys.executable, "-m", "cloud.cli", "ingest", "--workers", str(workers),
             "--metrics-port", str(metrics_port)]  # fmt: skip
     proc = Process(argv, log, env)
     proc.start()

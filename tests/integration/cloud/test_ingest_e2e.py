@@ -134,8 +134,8 @@ def site(tmp_path: Path, postgres_db: str, request: pytest.FixtureRequest) -> It
         influx.stop()
 
 
-def worker(site: Site_, name: str, metrics_port: int) -> Process:
-    return ingest_worker(site.env, site.workdir / f"{name}.log", metrics_port)
+def worker(site: Site_, name: str, metrics_port: int, processes: int = 1) -> Process:
+    return ingest_worker(site.env, site.workdir / f"{name}.log", metrics_port, processes)
 
 
 def site_log(proc: Process) -> str:
@@ -192,8 +192,10 @@ def test_two_workers_one_killed_mid_run_store_everything_once(site: Site_) -> No
 
 @pytest.mark.timeout(120)
 def test_influxdb_killed_and_restarted_nothing_acked_is_missing(site: Site_) -> None:
+    """Worker b is ``--workers 2``, a supervisor of two worker processes (the metrics of
+    the first are scraped): they log as the CLI does, not a line per store write."""
     port_a, port_b = stub.free_port(), stub.free_port()
-    a, b = worker(site, "worker-a", port_a), worker(site, "worker-b", port_b)
+    a, b = worker(site, "worker-a", port_a), worker(site, "worker-b", port_b, processes=2)
     gateway = producer(site)
     try:
         gateway.start()
@@ -214,6 +216,7 @@ def test_influxdb_killed_and_restarted_nothing_acked_is_missing(site: Site_) -> 
     assert stored(site) == N
     worker_logs = site_log(a) + site_log(b)
     assert "cannot store a batch now, retrying: InfluxDB" in worker_logs
+    assert "HTTP Request" not in worker_logs, worker_logs[-2000:]
 
 
 @pytest.mark.timeout(120)

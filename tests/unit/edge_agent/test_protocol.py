@@ -19,6 +19,7 @@ from edge_agent.protocol import (
     MAX_DOCUMENT_BYTES,
     RECORD_REASONS,
     SCHEMA_VERSION,
+    SEQ_MAX,
     Ack,
     ConfigChange,
     DownlinkKind,
@@ -210,6 +211,22 @@ def test_batch_round_trip_property(items: list[Any], compression: Any) -> None:
     assert decode_batch(encode_batch("gw-1", records, compression)).records == records
 
 
+def test_a_batch_with_a_nan_keeps_every_value_of_its_other_records() -> None:
+    """A NaN makes the fast reader refuse the document; it is read again, and only the
+    record holding the NaN is left out, the others' numbers read to the last bit."""
+    values = {"a": 0.1, "b": 1e-7, "c": 2.0**-1074, "d": 1.7976931348623157e308, "e": 10**18}
+    items = [
+        {**good_item(1), "body": values},
+        {**good_item(2), "body": {"x": float("nan")}},
+        {**good_item(3), "body": values},
+    ]
+    for data in (wire(doc(items)), wire(doc([items[0], items[2]]))):
+        decoded = decode_batch(data, strict=False)
+        assert [r.body for r in decoded.batch.records] == [values, values]
+        assert type(decoded.batch.records[0].body["e"]) is int
+    assert decode_batch(wire(doc(items)), strict=False).rejects == [(1, "bad_body")]
+
+
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
@@ -253,6 +270,8 @@ BAD_ITEMS: list[tuple[Any, str]] = [
     ({k: v for k, v in good_item(5).items() if k != "body"}, "bad_record"),
     ({**good_item(5), "seq": 0}, "bad_seq"),
     ({**good_item(5), "seq": "5"}, "bad_seq"),
+    ({**good_item(5), "seq": SEQ_MAX + 1}, "bad_seq"),
+    ({**good_item(5), "seq": 10**30}, "bad_seq"),  # beyond 64 bits: read as a float
     ({**good_item(5), "ts": None}, "bad_ts"),
     ({**good_item(5), "ts": 12.0}, "bad_ts"),
     ({**good_item(5), "kind": "log"}, "bad_kind"),
@@ -276,7 +295,7 @@ def test_record_level_rejects_keep_the_good_records(item: Any, reason: str) -> N
     assert [r.seq for r in lenient.batch.records] == [1, 2]
     assert lenient.rejects == [(1, reason)]
     seq = item.get("seq") if isinstance(item, dict) else None
-    expect_seq = type(seq) is int and seq >= 1 and reason != "duplicate_seq"
+    expect_seq = type(seq) is int and 1 <= seq <= SEQ_MAX and reason != "duplicate_seq"
     assert lenient.rejected_seqs == ([(seq, reason)] if expect_seq else [])
 
 

@@ -391,3 +391,45 @@ def test_the_memoised_serializer_writes_what_the_library_writes(
     point = Point(measurement, ts, tags, fields)  # type: ignore[arg-type]
     assert line_protocol(point) == make_line(measurement, tags, fields, ts)  # type: ignore[arg-type]
     assert line_protocol(point) == make_line(measurement, tags, fields, ts)  # type: ignore[arg-type]  # cached
+
+
+_numbers = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.floats(min_value=-1e5, max_value=1e5).map(lambda v: round(v, 3)),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.booleans(),
+)
+
+
+@given(
+    fields=st.dictionaries(
+        _names.map(lambda n: "f" + n) | st.sampled_from(["a.0", "b,.0", "c=.0", "d 0.0"]),
+        _numbers,
+        min_size=8,
+        max_size=40,
+    ),
+    ts=st.integers(min_value=0, max_value=2**62),
+)
+@settings(max_examples=500, deadline=None)
+def test_a_point_of_many_numbers_is_written_as_the_library_writes_it(
+    fields: dict[str, object], ts: int
+) -> None:
+    """A features point's numbers are formatted in one call (``1e-07``, ``2`` for 2.0,
+    ``1i``, ``true`` as the library writes them)."""
+    point = Point("features", ts, TAGS, fields)  # type: ignore[arg-type]
+    assert line_protocol(point) == make_line("features", TAGS, fields, ts)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [0.5, 2.0, -0.0, 10.0, 3, True, 100.25, 1e15, 0.0001, 12.0],
+        [1e-05, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
+        [1e16, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
+        [2**63 - 1, -(2**63), 3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
+    ],
+)
+def test_numbers_that_python_writes_differently(values: list[object]) -> None:
+    fields = {f"f{i}": v for i, v in enumerate(values)}
+    point = Point("features", 1, TAGS, fields)  # type: ignore[arg-type]
+    assert line_protocol(point) == make_line("features", TAGS, fields, 1)  # type: ignore[arg-type]
