@@ -21,7 +21,8 @@ sends them).
    150 ms were in flight while one was written, and the p99 of the batches that were not;
    and the CPU seconds each process spent meanwhile: ``influxd`` (snapshots and
    compactions included), ``mosquitto``, the ingest workers (the CLI and its worker
-   processes) and the publisher (this process), beside the CPUs there were.
+   processes) and the publisher (this process), beside the CPUs there were, and the
+   ingest workers' CPU time per record published.
 4. the store alone at that load: the same records as points, serialised beforehand, POSTed
    to a fresh database at half the measured throughput in writes of
    ``--raw-latency-points`` (about what a worker writes at a time at that load) from one
@@ -351,6 +352,7 @@ def latency(
     """The figures, and every acked batch's span (for :func:`attribute_tail`)."""
     interval = batch / rate
     keys = []
+    records = 0
     next_t = time.perf_counter()
     deadline = next_t + seconds
     for gw, first, n, payload, _ in batches:
@@ -359,6 +361,7 @@ def latency(
         time.sleep(max(0.0, next_t - time.perf_counter()))
         pub.publish(gw, first, n, payload)
         keys.append((gw, first))
+        records += n
         next_t += interval
     end = time.perf_counter() + 30
     with pub.cond:
@@ -370,6 +373,7 @@ def latency(
     figures = {
         "offered_records_per_s": rate,
         "batches": len(keys),
+        "records": records,
         "acked": len(lat),
         "p50_ms": q[49],
         "p99_ms": q[98],
@@ -539,6 +543,7 @@ def main() -> int:
                 lat["influxd_cpu_s"] = cpu["influxd"]
                 lat["cpu_s"] = {k: round(v, 2) for k, v in cpu.items()}
                 lat["wall_s"] = round(wall, 2)
+                lat["ingest_cpu_us_per_record"] = cpu["ingest"] / lat["records"] * 1e6
                 print(
                     f"latency at {lat['offered_records_per_s']:,.0f} records/s: "
                     f"p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms, "
@@ -548,7 +553,8 @@ def main() -> int:
                 print(
                     f"  CPU s over the phase's {wall:.1f} s on {os.cpu_count()} CPUs: "
                     + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
-                    + f"; {sum(cpu.values()) / wall:.2f} CPUs busy",
+                    + f"; {sum(cpu.values()) / wall:.2f} CPUs busy; ingest "
+                    + f"{lat['ingest_cpu_us_per_record']:.0f} µs of CPU per record",
                     flush=True,
                 )
                 tail = attribute_tail(spans, snapshots(influx.log_path))
