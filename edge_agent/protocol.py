@@ -341,14 +341,15 @@ def _finite(value: object) -> bool:
 
 def _parse(raw: bytes) -> tuple[Any, bool]:
     """The JSON document ``raw``, and whether it may hold NaN or Infinity (as
-    :data:`_NON_FINITE`). orjson reads what gateways send (RFC 8259 JSON) four to
-    six times faster than :mod:`json`, most of a receiver's cost being the text of
-    hundreds of feature values per window (``tests/bench/bench_ingest.py``). What orjson
-    refuses is read again by :mod:`json`: NaN and Infinity, which a lenient decode turns
-    into the rejection of the record holding them, and text that is not JSON at all, whose
-    error then names where. One difference is left: an integer beyond 64 bits reads as a
-    float where json reads an int. As a value in a body it is the same number either way,
-    and a seq or schema version that large is refused either way."""
+    :data:`_NON_FINITE`). orjson reads what gateways send (RFC 8259 JSON) three to six times
+    faster than :mod:`json` (100 feature values: 8 µs against 25-45 µs here), and the text
+    of hundreds of feature values per window is most of a receiver's cost
+    (``tests/bench/bench_ingest.py``). What orjson refuses is read again by :mod:`json`: NaN
+    and Infinity, which a lenient decode turns into the rejection of the record holding
+    them, and text that is not JSON at all, whose error then names where. One difference is
+    left: an integer beyond 64 bits reads as a float where json reads an int. As a value in
+    a body it is the same number either way, and a seq or schema version that large is
+    refused either way."""
     try:
         return orjson.loads(raw), False
     except orjson.JSONDecodeError:

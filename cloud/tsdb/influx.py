@@ -234,7 +234,7 @@ def line_protocol(point: Point) -> str:
         if line is not None:
             return line
     parts = []
-    for name, value in sorted(point.fields.items()):
+    for name, value in sorted(fields.items()):
         kind = type(value)
         if kind is float:
             text = repr(value)
@@ -255,8 +255,9 @@ def line_protocol(point: Point) -> str:
 
 def _numbers_line(point: Point) -> str | None:
     """:func:`line_protocol` of a point whose fields are all floats, ints and bools, the
-    numbers formatted in one call; None for any other point, or one whose numbers Python
-    would write with an exponent."""
+    numbers formatted in one call; None for any other point, and for one whose numbers
+    hold an exponent or four zeros after a point (where Python's text and orjson's may
+    differ)."""
     fields = point.fields
     names = tuple(sorted(fields))
     values = list(map(fields.__getitem__, names))
