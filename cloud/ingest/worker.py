@@ -52,7 +52,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
@@ -80,6 +80,8 @@ class _Message:
     payload: bytes
     mid: int
     qos: int
+    received: float = field(default_factory=time.monotonic)
+    """When it arrived (``time.monotonic``), for ``edgewatch_ingest_batch_seconds``."""
 
 
 def shared_filter(group: str) -> str:
@@ -251,9 +253,11 @@ class IngestWorker:
                 continue
             prepared = self._prepare(message)
             if prepared is not None:
+                now = time.monotonic()
                 with self._ready_cond:
-                    self._ready.append((time.monotonic(), message, prepared))
+                    self._ready.append((now, message, prepared))
                     self._ready_cond.notify()
+                metrics.BATCH_PREPARED.observe(now - message.received)
         with self._ready_cond:
             self._all_ready = True
             self._ready_cond.notify_all()
@@ -329,6 +333,7 @@ class IngestWorker:
             for (m, p), ack in zip(group, acks, strict=True):
                 self._client.publish(ack_topic(p.gateway_id), encode_ack(ack), qos=1)
                 metrics.ACKS.labels("mqtt").inc()
+                metrics.BATCH_ACKED.observe(time.monotonic() - m.received)
                 self._client.ack(m.mid, m.qos)
                 self._count("stored", len(p.points))
 

@@ -14,7 +14,9 @@ sends them).
    ``/write`` in chunks of ``influx_batch_points`` from one client — InfluxDB's own rate;
 2. throughput: ``edgewatch-cloud ingest --workers W`` processes; one publisher process keeps
    ``--window`` batches unacknowledged and counts acks for ``--seconds``; records/s =
-   records acknowledged / time;
+   records acknowledged / time. Beside it, the phase's CPU time per record of each process
+   (as for phase 3) and the workers' store writes (from their metrics): how many, records
+   per write, and how many took over 100, 250 and 500 ms;
 3. latency: the publisher paced at half the measured throughput for ``--seconds``; for
    every batch, publish → ack received (p50, p99, max). The tail is set beside InfluxDB's
    cache snapshots in the same seconds (from its log): how many of the batches slower than
@@ -22,7 +24,9 @@ sends them).
    and the CPU seconds each process spent meanwhile: ``influxd`` (snapshots and
    compactions included), ``mosquitto``, the ingest workers (the CLI and its worker
    processes) and the publisher (this process), beside the CPUs there were, and the
-   ingest workers' CPU time per record published.
+   ingest workers' CPU time per record published; and the phase's CPU per record and store
+   writes as for phase 2 (at half load the workers write far smaller groups of batches, so
+   a record costs more than at full load);
 4. the store alone at that load: the same records as points, serialised beforehand, POSTed
    to a fresh database at half the measured throughput in writes of
    ``--raw-latency-points`` (about what a worker writes at a time at that load) from one
@@ -55,12 +59,14 @@ from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
+from prometheus_client.parser import text_string_to_metric_families
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests/support
 
 from support import cloud_stub as stub  # noqa: E402
 from support.influx import RestartableInflux  # noqa: E402
+from support.processes import scrape  # noqa: E402
 
 from cloud.db import create_engine_from_settings, make_sessionmaker, migrate  # noqa: E402
 from cloud.ingest.records import to_point  # noqa: E402
@@ -299,11 +305,22 @@ class Publisher:
 
 
 def run_workers(
-    args: argparse.Namespace, env: dict[str, str], log: Path
+    args: argparse.Namespace, env: dict[str, str], log: Path, metrics_port: int
 ) -> subprocess.Popen[bytes]:
+    """``edgewatch-cloud ingest --workers W``, worker i serving its metrics on
+    ``metrics_port`` + i."""
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cloud.cli", "ingest", "--workers", str(args.workers)],
+            [
+                sys.executable,
+                "-m",
+                "cloud.cli",
+                "ingest",
+                "--workers",
+                str(args.workers),
+                "--metrics-port",
+                str(metrics_port),
+            ],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -314,9 +331,58 @@ def run_workers(
     return proc
 
 
+STORE_WRITE_BOUNDS_S = (0.1, 0.25, 0.5)
+"""Store writes slower than these are counted (bounds of the workers' latency histogram)."""
+
+
+def worker_metrics(metrics_port: int, workers: int) -> dict[str, float]:
+    """What the ingest workers' metrics say so far, summed over the workers: their store
+    writes (``edgewatch_ingest_store_seconds``: ``writes``, and ``writes_over_<b>_s`` for
+    each bound of :data:`STORE_WRITE_BOUNDS_S`) and their batches
+    (``edgewatch_ingest_batch_seconds``: ``batches``, and ``prepared_over_0.15_s`` and
+    ``acked_over_0.15_s``: how many took longer than 150 ms from arrival to being decoded
+    and to their ack)."""
+    keys = ["writes", *(f"writes_over_{b:g}_s" for b in STORE_WRITE_BOUNDS_S)]
+    out = dict.fromkeys([*keys, "batches", "prepared_over_0.15_s", "acked_over_0.15_s"], 0.0)
+    for i in range(workers):
+        text = scrape(metrics_port + i)
+        if text is None:
+            raise RuntimeError(f"ingest worker {i} serves no metrics on port {metrics_port + i}")
+        for family in text_string_to_metric_families(text):
+            if family.name == "edgewatch_ingest_store_seconds":
+                count = next(s.value for s in family.samples if s.name.endswith("_count"))
+                out["writes"] += count
+                for b in STORE_WRITE_BOUNDS_S:
+                    out[f"writes_over_{b:g}_s"] += count - _bucket(family.samples, b)
+            elif family.name == "edgewatch_ingest_batch_seconds":
+                for stage in ("prepared", "acked"):
+                    mine = [s for s in family.samples if s.labels.get("stage") == stage]
+                    count = next(s.value for s in mine if s.name.endswith("_count"))
+                    out[f"{stage}_over_0.15_s"] += count - _bucket(mine, 0.15)
+                    out["batches"] += count if stage == "acked" else 0.0
+    return out
+
+
+def _bucket(samples: list[Any], le: float) -> float:
+    """The cumulative count of a histogram's bucket ``le``."""
+    return next(
+        s.value for s in samples if s.name.endswith("_bucket") and float(s.labels["le"]) == le
+    )
+
+
+def metrics_between(
+    before: dict[str, float], after: dict[str, float], records: int
+) -> dict[str, float]:
+    """One phase's :func:`worker_metrics` (``after`` - ``before``) and its records per
+    store write."""
+    out = {k: after[k] - before[k] for k in after}
+    out["records_per_write"] = records / out["writes"] if out["writes"] else 0.0
+    return out
+
+
 def throughput(pub: Publisher, batches: list[Any], seconds: float, window: int) -> dict[str, float]:
     started = time.perf_counter()
-    i = 0
+    i = published = 0
     deadline = started + seconds
     while time.perf_counter() < deadline and i < len(batches):
         with pub.cond:
@@ -325,6 +391,7 @@ def throughput(pub: Publisher, batches: list[Any], seconds: float, window: int) 
         gw, first, n, payload, _ = batches[i]
         pub.publish(gw, first, n, payload)
         i += 1
+        published += n
     with pub.cond:
         records = pub.records_acked
     elapsed = time.perf_counter() - started
@@ -335,6 +402,7 @@ def throughput(pub: Publisher, batches: list[Any], seconds: float, window: int) 
     return {
         "records_per_s": records / elapsed,
         "batches_published": i,
+        "records_published": published,
         "seconds": elapsed,
         "records_acked_in_window": records,
     }
@@ -386,6 +454,11 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_by_process(procs: dict[str, int | None]) -> dict[str, float]:
+    """CPU seconds so far of each of ``procs`` (the ingest CLI with its worker processes)."""
+    return {k: tree_cpu_seconds(v) if k == "ingest" else cpu_seconds(v) for k, v in procs.items()}
+
+
 def tree_cpu_seconds(pid: int | None) -> float:
     """:func:`cpu_seconds` of ``pid`` and every process under it (those alive now)."""
     if pid is None:
@@ -406,6 +479,22 @@ def tree_cpu_seconds(pid: int | None) -> float:
             continue
         todo.extend(children.get(p, ()))
     return total
+
+
+def phase_costs(cpu_us: dict[str, float], worker: dict[str, float]) -> str:
+    """One phase's CPU per record by process, its store writes and the batches slower than
+    150 ms in the workers, as printed."""
+    slow = ", ".join(
+        f"{worker[f'writes_over_{b:g}_s']:.0f} over {b * 1000:.0f} ms" for b in STORE_WRITE_BOUNDS_S
+    )
+    return (
+        "CPU µs per record: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in cpu_us.items())
+        + f"; {worker['writes']:.0f} store writes of {worker['records_per_write']:.0f} records"
+        + f" ({slow}); batches over 150 ms from arrival at a worker to their ack "
+        + f"{worker['acked_over_0.15_s']:.0f} of {worker['batches']:.0f} (to being decoded "
+        + f"{worker['prepared_over_0.15_s']:.0f})"
+    )
 
 
 def snapshots(log: Path) -> list[Span]:
@@ -508,31 +597,37 @@ def main() -> int:
                 "EDGEWATCH_CLOUD_INFLUX_DATABASE": "bench",
                 "EDGEWATCH_CLOUD_MQTT_PORT": str(broker.port),
             }
-            workers = run_workers(args, env, work / "workers.log")
+            metrics_port = stub.free_port()
+            workers = run_workers(args, env, work / "workers.log", metrics_port)
             pub = Publisher(broker.port)
+            procs = {
+                "influxd": influx.proc.pid if influx.proc else None,
+                "mosquitto": broker.proc.pid if broker.proc else None,
+                "ingest": workers.pid,
+                "publisher": os.getpid(),
+            }
             try:
+                cpu0, writes0 = cpu_by_process(procs), worker_metrics(metrics_port, args.workers)
                 thr = throughput(pub, batches[:half], args.seconds, args.window)
+                cpu1, writes1 = cpu_by_process(procs), worker_metrics(metrics_port, args.workers)
+                thr["cpu_us_per_record"] = {
+                    k: (cpu1[k] - cpu0[k]) / thr["records_published"] * 1e6 for k in procs
+                }
+                thr["workers"] = metrics_between(writes0, writes1, thr["records_published"])
                 print(
-                    f"ingest: {thr['records_per_s']:,.0f} records/s ({args.workers} workers)",
+                    f"ingest: {thr['records_per_s']:,.0f} records/s ({args.workers} workers); "
+                    + phase_costs(thr["cpu_us_per_record"], thr["workers"]),
                     flush=True,
                 )
-                procs = {
-                    "influxd": influx.proc.pid if influx.proc else None,
-                    "mosquitto": broker.proc.pid if broker.proc else None,
-                    "ingest": workers.pid,
-                    "publisher": os.getpid(),
-                }
-                cpu0 = {k: tree_cpu_seconds(v) if k == "ingest" else cpu_seconds(v)
-                        for k, v in procs.items()}  # fmt: skip
                 wall0 = time.perf_counter()
                 lat, spans = latency(
                     pub, batches[half:], thr["records_per_s"] / 2, args.seconds, args.batch
                 )
                 wall = time.perf_counter() - wall0
-                cpu = {
-                    k: (tree_cpu_seconds(v) if k == "ingest" else cpu_seconds(v)) - cpu0[k]
-                    for k, v in procs.items()
-                }
+                cpu2, writes2 = cpu_by_process(procs), worker_metrics(metrics_port, args.workers)
+                cpu = {k: cpu2[k] - cpu1[k] for k in procs}
+                lat["workers"] = metrics_between(writes1, writes2, lat["records"])
+                lat["cpu_us_per_record"] = {k: v / lat["records"] * 1e6 for k, v in cpu.items()}
                 lat["influxd_cpu_s"] = cpu["influxd"]
                 lat["cpu_s"] = {k: round(v, 2) for k, v in cpu.items()}
                 lat["wall_s"] = round(wall, 2)
@@ -550,6 +645,7 @@ def main() -> int:
                     + f"{lat['ingest_cpu_us_per_record']:.0f} µs of CPU per record",
                     flush=True,
                 )
+                print("  " + phase_costs(lat["cpu_us_per_record"], lat["workers"]), flush=True)
                 tail = attribute_tail(spans, snapshots(influx.log_path))
                 print(
                     f"  InfluxDB cache snapshots meanwhile: {tail['influx_snapshots']} "

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 from support.registry_world import add_gateway
 
@@ -387,6 +388,44 @@ def test_with_two_writes_in_flight_a_slow_write_does_not_hold_the_next(
         stop(w, slow, threads)
     assert [decode_ack(a).ranges for a in acked] == [[(2, 2)], [(1, 1)]]
     assert slow.writes == [[2.0], [1.0]] and w.counts["stored"] == 2
+
+
+def batch_seconds(stage: str, le: str | None = None) -> float:
+    """``edgewatch_ingest_batch_seconds`` of ``stage`` so far: its count, or its bucket
+    ``le``."""
+    name, labels = "edgewatch_ingest_batch_seconds", {"stage": stage}
+    if le is None:
+        value = REGISTRY.get_sample_value(f"{name}_count", labels)
+    else:
+        value = REGISTRY.get_sample_value(f"{name}_bucket", labels | {"le": le})
+    return value or 0.0
+
+
+def test_a_batch_held_by_a_slow_write_shows_where_its_time_went(
+    store: TimeSeriesStore,
+) -> None:
+    """The batch is decoded at once, then waits for the hung write: its time to the ack
+    falls beyond 150 ms, its time to being prepared within it."""
+    before = {
+        (stage, le): batch_seconds(stage, le)
+        for stage in ("prepared", "acked")
+        for le in (None, "0.15")
+    }
+    w, slow, acked, threads = started_worker(store, writes_in_flight=1)
+    try:
+        w._queue.put(message(1, energy=1.0))
+        assert slow.writing.wait(5)
+        time.sleep(0.2)
+    finally:
+        stop(w, slow, threads)
+    assert [decode_ack(a).ranges for a in acked] == [[(1, 1)]]
+    delta = {k: batch_seconds(*k) - v for k, v in before.items()}
+    assert delta == {
+        ("prepared", None): 1.0,
+        ("prepared", "0.15"): 1.0,
+        ("acked", None): 1.0,
+        ("acked", "0.15"): 0.0,
+    }
 
 
 def test_writes_in_flight_must_be_at_least_one(store: TimeSeriesStore) -> None:
