@@ -15,8 +15,9 @@ sends them).
 2. throughput: ``edgewatch-cloud ingest --workers W`` processes; one publisher process keeps
    ``--window`` batches unacknowledged and counts acks for ``--seconds``; records/s =
    records acknowledged / time. Beside it, the phase's CPU time per record of each process
-   (as for phase 3) and the workers' store writes (from their metrics): how many, records
-   per write, and how many took over 100, 250 and 500 ms;
+   (as for phase 3) and, from the workers' metrics, their store writes (how many, records
+   per write, how many took over 100, 250 and 500 ms) and how many batches took over
+   150 ms from arrival at a worker to their ack (and to being decoded);
 3. latency: the publisher paced at half the measured throughput for ``--seconds``; for
    every batch, publish → ack received (p50, p99, max). The tail is set beside InfluxDB's
    cache snapshots in the same seconds (from its log): how many of the batches slower than
@@ -24,9 +25,9 @@ sends them).
    and the CPU seconds each process spent meanwhile: ``influxd`` (snapshots and
    compactions included), ``mosquitto``, the ingest workers (the CLI and its worker
    processes) and the publisher (this process), beside the CPUs there were, and the
-   ingest workers' CPU time per record published; and the phase's CPU per record and store
-   writes as for phase 2 (at half load the workers write far smaller groups of batches, so
-   a record costs more than at full load);
+   ingest workers' CPU time per record published; and the phase's CPU per record and the
+   workers' figures as for phase 2 (at half load the workers write far smaller groups of
+   batches, so a record costs more than at full load);
 4. the store alone at that load: the same records as points, serialised beforehand, POSTed
    to a fresh database at half the measured throughput in writes of
    ``--raw-latency-points`` (about what a worker writes at a time at that load) from one
@@ -607,13 +608,13 @@ def main() -> int:
                 "publisher": os.getpid(),
             }
             try:
-                cpu0, writes0 = cpu_by_process(procs), worker_metrics(metrics_port, args.workers)
+                cpu0, seen0 = cpu_by_process(procs), worker_metrics(metrics_port, args.workers)
                 thr = throughput(pub, batches[:half], args.seconds, args.window)
-                cpu1, writes1 = cpu_by_process(procs), worker_metrics(metrics_port, args.workers)
+                cpu1, seen1 = cpu_by_process(procs), worker_metrics(metrics_port, args.workers)
                 thr["cpu_us_per_record"] = {
                     k: (cpu1[k] - cpu0[k]) / thr["records_published"] * 1e6 for k in procs
                 }
-                thr["workers"] = metrics_between(writes0, writes1, thr["records_published"])
+                thr["workers"] = metrics_between(seen0, seen1, thr["records_published"])
                 print(
                     f"ingest: {thr['records_per_s']:,.0f} records/s ({args.workers} workers); "
                     + phase_costs(thr["cpu_us_per_record"], thr["workers"]),
@@ -624,9 +625,9 @@ def main() -> int:
                     pub, batches[half:], thr["records_per_s"] / 2, args.seconds, args.batch
                 )
                 wall = time.perf_counter() - wall0
-                cpu2, writes2 = cpu_by_process(procs), worker_metrics(metrics_port, args.workers)
+                cpu2, seen2 = cpu_by_process(procs), worker_metrics(metrics_port, args.workers)
                 cpu = {k: cpu2[k] - cpu1[k] for k in procs}
-                lat["workers"] = metrics_between(writes1, writes2, lat["records"])
+                lat["workers"] = metrics_between(seen1, seen2, lat["records"])
                 lat["cpu_us_per_record"] = {k: v / lat["records"] * 1e6 for k, v in cpu.items()}
                 lat["influxd_cpu_s"] = cpu["influxd"]
                 lat["cpu_s"] = {k: round(v, 2) for k, v in cpu.items()}
