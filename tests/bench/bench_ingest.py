@@ -49,7 +49,6 @@ import os
 import platform
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -67,7 +66,7 @@ sys.path.insert(0, str(HERE.parent))  # tests/support
 
 from support import cloud_stub as stub  # noqa: E402
 from support.influx import RestartableInflux  # noqa: E402
-from support.processes import scrape  # noqa: E402
+from support.processes import Process, ingest_worker, scrape  # noqa: E402
 
 from cloud.db import create_engine_from_settings, make_sessionmaker, migrate  # noqa: E402
 from cloud.ingest.records import to_point  # noqa: E402
@@ -307,29 +306,18 @@ class Publisher:
 
 def run_workers(
     args: argparse.Namespace, env: dict[str, str], log: Path, metrics_port: int
-) -> subprocess.Popen[bytes]:
-    """``edgewatch-cloud ingest --workers W``, worker i serving its metrics on
-    ``metrics_port`` + i."""
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cloud.cli",
-                "ingest",
-                "--workers",
-                str(args.workers),
-                "--metrics-port",
-                str(metrics_port),
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    time.sleep(3.0 + args.workers)
-    if proc.poll() is not None:
-        raise RuntimeError(f"ingest exited: {log.read_text()[-2000:]}")
-    return proc
+) -> Process:
+    """``edgewatch-cloud ingest --workers W`` (:func:`support.processes.ingest_worker`),
+    once every worker process serves its metrics (worker i on ``metrics_port`` + i)."""
+    workers = ingest_worker(env, log, metrics_port, args.workers)
+    deadline = time.monotonic() + 30
+    while any(scrape(metrics_port + i) is None for i in range(args.workers)):
+        if workers.proc is None or workers.proc.poll() is not None or time.monotonic() > deadline:
+            workers.stop()
+            raise RuntimeError(f"ingest workers did not start:\n{workers.tail()}")
+        time.sleep(0.1)
+    time.sleep(0.5)  # connected and subscribed shortly after the metrics port is up
+    return workers
 
 
 STORE_WRITE_BOUNDS_S = (0.1, 0.25, 0.5)
@@ -604,7 +592,7 @@ def main() -> int:
             procs = {
                 "influxd": influx.proc.pid if influx.proc else None,
                 "mosquitto": broker.proc.pid if broker.proc else None,
-                "ingest": workers.pid,
+                "ingest": workers.proc.pid if workers.proc else None,
                 "publisher": os.getpid(),
             }
             try:
@@ -659,8 +647,7 @@ def main() -> int:
                 )
             finally:
                 pub.close()
-                workers.terminate()
-                workers.wait(30)
+                workers.stop()
             # Every acknowledged record is in the store, once.
             store = InfluxStore.from_settings(settings)
             stored = sum(store.count(m) for m in ("features", "score", "energy"))
