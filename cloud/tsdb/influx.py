@@ -4,7 +4,8 @@ InfluxDB 1.x, 2.x (with DBRP mappings) and 3.x all serve the same two endpoints,
 this module uses nothing else (no Flux, no client-library HTTP):
 
 - ``POST /write?db=&rp=&precision=ns``: line protocol made by ``influxdb-client``'s
-  serializer (:func:`line_protocol`), one request per ``batch_points`` points;
+  serializer (:func:`line_protocol`), one request per ``batch_points`` points, on a
+  kept-alive ``http.client`` connection per thread (:mod:`cloud.tsdb.influx_writes`);
 - ``GET|POST /query?db=&rp=&epoch=ns&chunked=true``: InfluxQL, several statements per
   request where a query needs several; identifiers and string literals go through
   :func:`quote_ident` and :func:`quote_literal` (device ids come from users).
@@ -44,6 +45,7 @@ Rollups (instead of continuous queries, which only 1.x has)
 from __future__ import annotations
 
 import functools
+import http.client
 import json
 import logging
 import operator
@@ -94,6 +96,7 @@ from cloud.tsdb.base import (
     site_rollups,
     to_ns,
 )
+from cloud.tsdb.influx_writes import WRITE_HEADERS, auth_headers, direct_writes
 
 if TYPE_CHECKING:
     from cloud.settings import Settings
@@ -205,7 +208,7 @@ def _field_keys(names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(_field_key(name) + "=" for name in names)
 
 
-_WRITE_HEADERS: Final = httpx.Headers({"Content-Type": "text/plain; charset=utf-8"})
+_WRITE_HEADERS: Final = httpx.Headers(WRITE_HEADERS)
 
 _NUMBER_TYPES: Final = frozenset({float, int, bool})
 _MANY_FIELDS: Final = 8
@@ -423,8 +426,9 @@ def _series_max_count(series: Series) -> dict[int, int]:
 class InfluxStore(TimeSeriesStore):
     """:class:`~cloud.tsdb.base.TimeSeriesStore` on InfluxDB's v1 HTTP API (see the module).
 
-    Safe to share between threads: ``httpx.Client`` pools keep-alive connections for all
-    of them, and the schema is set up once under a lock."""
+    Safe to share between threads: each thread writes on its own keep-alive connection
+    (:mod:`cloud.tsdb.influx_writes`), ``httpx.Client`` pools the connections of queries,
+    and the schema is set up once under a lock."""
 
     def __init__(
         self,
@@ -466,14 +470,17 @@ class InfluxStore(TimeSeriesStore):
         self.timeout_s = timeout_s
         self.manage_schema = manage_schema
         self._rp: str | None = RAW_RP if manage_schema else None
-        headers = {"Authorization": f"Token {token}"} if token else {}
-        auth = httpx.BasicAuth(username, password) if username and password else None
+        headers = auth_headers(token, username, password)
         self._client = httpx.Client(
             base_url=self.url,
             headers=headers,
-            auth=auth,
             timeout=httpx.Timeout(timeout_s),
             transport=transport,
+        )
+        # Writes on plain keep-alive connections (see cloud.tsdb.influx_writes); through
+        # httpx when a transport is injected or a proxy from the environment applies.
+        self._direct = (
+            None if transport is not None else direct_writes(self.url, headers, timeout_s)
         )
         self._write_urls: dict[str | None, httpx.URL] = {}
         self._schema_ready = not manage_schema
@@ -515,18 +522,19 @@ class InfluxStore(TimeSeriesStore):
 
     @contextmanager
     def _translated(self, what: str) -> Iterator[None]:
-        """httpx's transport errors as the store's: a timeout or no connection is
+        """Transport errors as the store's, httpx's and those of the direct writes
+        (:mod:`cloud.tsdb.influx_writes`): a timeout or no connection is
         :class:`StoreUnavailable`, a URL that is not http(s) :class:`StoreError`."""
         try:
             yield
-        except httpx.TimeoutException as exc:
+        except (httpx.TimeoutException, TimeoutError) as exc:
             raise StoreUnavailable(
                 f"InfluxDB at {self.url} did not answer {what} within {self.timeout_s:g} s"
                 f" ({type(exc).__name__})"
             ) from exc
         except httpx.UnsupportedProtocol as exc:
             raise StoreError(f"InfluxDB URL {self.url!r} is not http(s): {exc}") from exc
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, OSError, http.client.HTTPException) as exc:
             raise StoreUnavailable(
                 f"InfluxDB at {self.url} cannot be reached for {what}: {type(exc).__name__}: {exc}"
             ) from exc
@@ -623,13 +631,7 @@ class InfluxStore(TimeSeriesStore):
             chunk = lines[first : first + batch]
             body = "\n".join(chunk).encode("utf-8")
             try:
-                self._request(
-                    "POST",
-                    self._write_url(rp),
-                    f"a write of {len(chunk)} {what}",
-                    content=body,
-                    headers=_WRITE_HEADERS,
-                )
+                self._post_write(self._write_url(rp), body, f"a write of {len(chunk)} {what}")
             except StoreError as exc:
                 with self._stats_lock:
                     self._stats["write_errors"] += 1
@@ -641,6 +643,16 @@ class InfluxStore(TimeSeriesStore):
             with self._stats_lock:
                 self._stats["points_written"] += len(chunk)
                 self._stats["write_batches"] += 1
+
+    def _post_write(self, url: httpx.URL, body: bytes, what: str) -> None:
+        if self._direct is None:
+            self._request("POST", url, what, content=body, headers=_WRITE_HEADERS)
+            return
+        with self._translated(what):
+            answer = self._direct.post(url.raw_path.decode("ascii"), body)
+        if answer.status >= 300:
+            resp = httpx.Response(answer.status, headers=answer.headers, content=answer.body)
+            raise _status_error(resp, what)
 
     def ping(self) -> bool:
         try:
@@ -1138,6 +1150,8 @@ class InfluxStore(TimeSeriesStore):
             )
 
     def close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
         self._client.close()
 
 

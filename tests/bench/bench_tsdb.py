@@ -16,6 +16,9 @@ features = 100 feature fields by default, plus window metadata), a ``score`` poi
   per batch (``--batches``, 1000 and 5000 by default), against a private ``influxd``
   started here (``tests/support/influx.py``; Debian's 1.6), a fresh database per run;
 - ``influx_store``: ``InfluxStore.write`` end to end (serialisation + HTTP), same batches;
+- ``influx_small_writes``: ``InfluxStore.write`` of ``--small-write`` score points per
+  call (about what an ingest worker writes at a time at half the bench's load), 500 calls:
+  the writing thread's CPU per write, serialisation included, and its wall time;
 - ``sqlite_store``: ``SQLiteStore.write`` (WAL, synchronous=FULL), one call per batch.
 
 Prints the figures and writes ``tests/bench/results/bench_tsdb.json``. Not a pass/fail
@@ -139,6 +142,30 @@ def compare_serialisers(points: Sequence[Point]) -> dict[str, Any]:
     return out
 
 
+def small_writes(url: str, points: Sequence[Point], size: int, calls: int = 500) -> dict[str, Any]:
+    """``InfluxStore.write`` of ``size`` points per call: CPU and wall ms per write."""
+    store = InfluxStore(url, "bench_small")
+    groups = [points[i : i + size] for i in range(0, len(points) - size + 1, size)]
+    groups = (groups * (calls // max(len(groups), 1) + 1))[: calls + 50]
+    try:
+        for group in groups[:50]:  # connection, schema
+            store.write(group)
+        cpu0, wall0 = time.thread_time(), time.perf_counter()
+        for group in groups[50:]:
+            store.write(group)
+        cpu, wall = time.thread_time() - cpu0, time.perf_counter() - wall0
+    finally:
+        store.close()
+    out = {"points_per_write": size, "writes": calls}
+    out |= {"cpu_ms_per_write": round(cpu / calls * 1000, 3)}
+    out |= {"wall_ms_per_write": round(wall / calls * 1000, 3)}
+    print(
+        f"InfluxStore.write of {size} score points: {out['cpu_ms_per_write']:.3f} ms CPU, "
+        f"{out['wall_ms_per_write']:.3f} ms wall per write"
+    )
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--features-points", type=int, default=10_000)
@@ -146,6 +173,7 @@ def main() -> None:
     ap.add_argument("--signals", type=int, default=25, help="× 4 features per features point")
     ap.add_argument("--devices", type=int, default=200)
     ap.add_argument("--batches", default="1000,5000")
+    ap.add_argument("--small-write", type=int, default=100, help="points per small write")
     ap.add_argument("--label", default="", help="a note stored with the figures")
     ap.add_argument(
         "--out", type=Path, default=ROOT / "tests" / "bench" / "results" / "bench_tsdb.json"
@@ -209,6 +237,9 @@ def main() -> None:
                     result["runs"][f"influx_store_{kind}_batch{batch}"] = rate(
                         f"InfluxStore.write {kind}, batch {batch}", points, seconds
                     )
+            result["influx_small_writes"] = small_writes(
+                server.url, data["score"], args.small_write
+            )
         finally:
             server.stop()
 

@@ -20,6 +20,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from support import cloud_stub as stub
+from support.tls import self_signed
 
 from edge_agent.config import BatchSettings, BufferSettings, HttpsSettings, MqttSettings
 from edge_agent.errors import UplinkError
@@ -305,22 +306,8 @@ def test_mqtt_unreadable_password_file_fails_at_start(tmp_path: Path) -> None:
 # ---- HTTPS specifics -------------------------------------------------------------------------
 
 
-def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
-
-
 def test_https_with_tls_and_token(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     token = tmp_path / "token"
     token.write_text("s3cret-token")
     port = stub.free_port()

@@ -38,6 +38,7 @@ from cloud.settings import Settings
 from cloud.tsdb import open_store
 from cloud.tsdb.base import SiteRollup
 from cloud.tsdb.influx import ROLLUP_RP, InfluxStore, Results, select
+from cloud.tsdb.influx_writes import Answer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -249,16 +250,21 @@ def test_site_rollup_reads_rollups_beyond_the_raw_retention(database: tuple[str,
 # ---- batching -----------------------------------------------------------------------------
 
 
-def test_a_write_larger_than_a_batch_arrives_complete(database: tuple[str, str]) -> None:
+def test_a_write_larger_than_a_batch_arrives_complete(
+    database: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     url, name = database
     sizes: list[int] = []
-
-    def count_lines(request: httpx.Request) -> None:
-        if request.url.path == "/write":
-            sizes.append(len(request.content.splitlines()))
-
     store = InfluxStore(url, name, batch_points=7)
-    store._client.event_hooks["request"].append(count_lines)
+    direct = store._direct  # writes go on the store's own keep-alive connections
+    assert direct is not None
+    post = direct.post
+
+    def count_lines(target: str, body: bytes) -> Answer:
+        sizes.append(len(body.splitlines()))
+        return post(target, body)
+
+    monkeypatch.setattr(direct, "post", count_lines)
     try:
         points = [score(T0 + k, k / 100, k % 3 == 0) for k in range(50)]
         store.write(points)
