@@ -43,9 +43,11 @@ ACKS: Final = Counter("edgewatch_ingest_acks", "Acks sent to gateways", ["transp
 BATCH_SECONDS: Final = Histogram(
     "edgewatch_ingest_batch_seconds",
     "Time in an MQTT ingest worker per batch, from its arrival: to its being decoded and "
-    "ready for the store (stage=prepared), and to its ack to the gateway (stage=acked)",
+    "ready for the store (stage=prepared), to a store thread taking it into a write "
+    "(stage=taken), and to its ack to the gateway (stage=acked)",
     ["stage"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 10, 60),
 )
 BATCH_PREPARED: Final = BATCH_SECONDS.labels("prepared")
+BATCH_TAKEN: Final = BATCH_SECONDS.labels("taken")
 BATCH_ACKED: Final = BATCH_SECONDS.labels("acked")

@@ -326,6 +326,9 @@ class IngestWorker:
     def _commit_loop(self) -> None:
         """Store what is ready, then ack it to the gateways and to the broker."""
         while (group := self._take()) is not None:
+            taken = time.monotonic()
+            for m, _ in group:
+                metrics.BATCH_TAKEN.observe(taken - m.received)
             acks = self._commit([p for _, p in group])
             metrics.QUEUED.dec(len(group))
             if acks is None:  # stopping while the store is down: leave them unacknowledged

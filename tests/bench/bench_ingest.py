@@ -17,8 +17,10 @@ sends them).
    records acknowledged / time. Beside it, the phase's CPU time per record of each process
    (as for phase 3) and, from the workers' metrics, their store writes (how many, records
    per write, how many took over 100, 250 and 500 ms) and how many batches took over
-   150 ms from arrival at a worker to their ack (and to being decoded);
-3. latency: the publisher paced at half the measured throughput for ``--seconds``; for
+   150 ms from arrival at a worker to their ack (and to being decoded, and to being taken
+   into a store write: the rest of their time is the write and the ack);
+3. latency: the publisher paced at half the measured throughput (or ``--latency-rate``
+   records/s, to compare code or settings at one load) for ``--seconds``; for
    every batch, publish → ack received (p50, p99, max). The tail is set beside InfluxDB's
    cache snapshots in the same seconds (from its log): how many of the batches slower than
    150 ms were in flight while one was written, and the p99 of the batches that were not;
@@ -29,7 +31,7 @@ sends them).
    workers' figures as for phase 2 (at half load the workers write far smaller groups of
    batches, so a record costs more than at full load);
 4. the store alone at that load: the same records as points, serialised beforehand, POSTed
-   to a fresh database at half the measured throughput in writes of
+   to a fresh database at phase 3's rate in writes of
    ``--raw-latency-points`` (about what a worker writes at a time at that load) from one
    client for ``--seconds``: each write's latency (p50, p99, max), set beside InfluxDB's
    cache snapshots as above. What ingest adds to the store's own tail.
@@ -328,11 +330,12 @@ def worker_metrics(metrics_port: int, workers: int) -> dict[str, float]:
     """What the ingest workers' metrics say so far, summed over the workers: their store
     writes (``edgewatch_ingest_store_seconds``: ``writes``, and ``writes_over_<b>_s`` for
     each bound of :data:`STORE_WRITE_BOUNDS_S`) and their batches
-    (``edgewatch_ingest_batch_seconds``: ``batches``, and ``prepared_over_0.15_s`` and
-    ``acked_over_0.15_s``: how many took longer than 150 ms from arrival to being decoded
-    and to their ack)."""
+    (``edgewatch_ingest_batch_seconds``: ``batches``, and ``prepared_over_0.15_s``,
+    ``taken_over_0.15_s`` and ``acked_over_0.15_s``: how many took longer than 150 ms from
+    arrival to being decoded, to being taken into a store write and to their ack)."""
     keys = ["writes", *(f"writes_over_{b:g}_s" for b in STORE_WRITE_BOUNDS_S)]
-    out = dict.fromkeys([*keys, "batches", "prepared_over_0.15_s", "acked_over_0.15_s"], 0.0)
+    stages = ("prepared", "taken", "acked")
+    out = dict.fromkeys([*keys, "batches", *(f"{s}_over_0.15_s" for s in stages)], 0.0)
     for i in range(workers):
         text = scrape(metrics_port + i)
         if text is None:
@@ -344,7 +347,7 @@ def worker_metrics(metrics_port: int, workers: int) -> dict[str, float]:
                 for b in STORE_WRITE_BOUNDS_S:
                     out[f"writes_over_{b:g}_s"] += count - _bucket(family.samples, b)
             elif family.name == "edgewatch_ingest_batch_seconds":
-                for stage in ("prepared", "acked"):
+                for stage in stages:
                     mine = [s for s in family.samples if s.labels.get("stage") == stage]
                     count = next(s.value for s in mine if s.name.endswith("_count"))
                     out[f"{stage}_over_0.15_s"] += count - _bucket(mine, 0.15)
@@ -482,7 +485,8 @@ def phase_costs(cpu_us: dict[str, float], worker: dict[str, float]) -> str:
         + f"; {worker['writes']:.0f} store writes of {worker['records_per_write']:.0f} records"
         + f" ({slow}); batches over 150 ms from arrival at a worker to their ack "
         + f"{worker['acked_over_0.15_s']:.0f} of {worker['batches']:.0f} (to being decoded "
-        + f"{worker['prepared_over_0.15_s']:.0f})"
+        + f"{worker['prepared_over_0.15_s']:.0f}, to being taken into a store write "
+        + f"{worker['taken_over_0.15_s']:.0f})"
     )
 
 
@@ -546,6 +550,14 @@ def main() -> int:
         metavar="KEY=VALUE",
         help="an influxd [data] setting, TOML value, e.g. cache-snapshot-memory-size='\"6m\"'",
     )
+    p.add_argument(
+        "--latency-rate",
+        type=float,
+        default=None,
+        metavar="RECORDS_PER_S",
+        help="offer phases 3 and 4 this rate instead of half the measured throughput, to "
+        "compare code or settings at the same load",
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
     data = dict(kv.split("=", 1) for kv in args.influx_data)
@@ -603,15 +615,14 @@ def main() -> int:
                     k: (cpu1[k] - cpu0[k]) / thr["records_published"] * 1e6 for k in procs
                 }
                 thr["workers"] = metrics_between(seen0, seen1, thr["records_published"])
+                load = args.latency_rate or thr["records_per_s"] / 2
                 print(
                     f"ingest: {thr['records_per_s']:,.0f} records/s ({args.workers} workers); "
                     + phase_costs(thr["cpu_us_per_record"], thr["workers"]),
                     flush=True,
                 )
                 wall0 = time.perf_counter()
-                lat, spans = latency(
-                    pub, batches[half:], thr["records_per_s"] / 2, args.seconds, args.batch
-                )
+                lat, spans = latency(pub, batches[half:], load, args.seconds, args.batch)
                 wall = time.perf_counter() - wall0
                 cpu2, seen2 = cpu_by_process(procs), worker_metrics(metrics_port, args.workers)
                 cpu = {k: cpu2[k] - cpu1[k] for k in procs}
@@ -657,7 +668,7 @@ def main() -> int:
                 influx.url,
                 batches[half:],
                 infos,
-                thr["records_per_s"] / 2,
+                load,
                 args.seconds,
                 args.raw_latency_points,
             )

@@ -404,26 +404,27 @@ def batch_seconds(stage: str, le: str | None = None) -> float:
 def test_a_batch_held_by_a_slow_write_shows_where_its_time_went(
     store: TimeSeriesStore,
 ) -> None:
-    """The batch is decoded at once, then waits for the hung write (600 ms): its time to
-    the ack falls beyond 500 ms, its time to being prepared within it."""
-    before = {
-        (stage, le): batch_seconds(stage, le)
-        for stage in ("prepared", "acked")
-        for le in (None, "0.5")
-    }
+    """One store thread; batch 1's write hangs 600 ms and batch 2 arrives meanwhile. Both
+    are decoded at once; batch 1 is taken into a write at once, batch 2 only once that
+    write ends; both are acked beyond 500 ms."""
+    stages = ("prepared", "taken", "acked")
+    before = {(stage, le): batch_seconds(stage, le) for stage in stages for le in (None, "0.5")}
     w, slow, acked, threads = started_worker(store, writes_in_flight=1)
     try:
         w._queue.put(message(1, energy=1.0))
         assert slow.writing.wait(5)
+        w._queue.put(message(2, energy=2.0))
         time.sleep(0.6)
     finally:
         stop(w, slow, threads)
-    assert [decode_ack(a).ranges for a in acked] == [[(1, 1)]]
+    assert [decode_ack(a).ranges for a in acked] == [[(1, 1)], [(2, 2)]]
     delta = {k: batch_seconds(*k) - v for k, v in before.items()}
     assert delta == {
-        ("prepared", None): 1.0,
-        ("prepared", "0.5"): 1.0,
-        ("acked", None): 1.0,
+        ("prepared", None): 2.0,
+        ("prepared", "0.5"): 2.0,
+        ("taken", None): 2.0,
+        ("taken", "0.5"): 1.0,
+        ("acked", None): 2.0,
         ("acked", "0.5"): 0.0,
     }
 
