@@ -440,7 +440,9 @@ def risk_table(
     w, score, contrib = sw.windows, sw.score, sw.contributions
     shares, signals = risk.signal_shares(det.feature_names, contrib)
     t = rec.t[w.ends]
-    x, names = risk.risk_features(t, score, shares, signals, sw.z, det.feature_names)
+    x, names = risk.risk_features(
+        t, score, shares, signals, sw.z, det.feature_names, present=np.isfinite(w.x)
+    )
     fails = ds.failures_of(rec.asset_id)
     times = [f.time for f in fails]
     repairs = [e.time for e in ds.events_of(rec.asset_id) if e.kind == "maintenance"]
@@ -464,7 +466,7 @@ def risk_table(
 
 def model_inputs(table: dict[str, Any], model: risk.LoadedRisk) -> F64:
     """The columns of ``table["x"]`` that ``model`` takes, in its order (a model fitted
-    before the z-mean inputs takes only the others)."""
+    before either kind of z mean takes only the others)."""
     names = [str(n) for n in model.meta["feature_names"]]
     if names == table["names"]:
         return np.asarray(table["x"])

@@ -13,8 +13,13 @@ Built on the asset type's anomaly detector (:mod:`models.anomaly`). At every win
    it) averaged over the trailing :data:`LONG_H` hours. The shares show what the healthy
    correlations no longer explain; the ``z`` means also show a drift along them (a fouled
    condenser looks like a hot day that does not end) and which signals moved which way,
-   which tells the fault types apart. Models fitted before the ``z`` means existed are
-   still served (their ``feature_names`` say which inputs they take);
+   which tells the fault types apart. Each ``z`` is averaged twice: over all windows of
+   the span, a missing value counting as 0, and over the windows where the feature had a
+   value. A feature of the running machine (a phase imbalance) has no value while the unit
+   stands idle, so the first mean fades over a weekend off while the second keeps what the
+   last running windows said; the first damps one odd window of a unit that seldom runs.
+   Models fitted before either mean existed are still served (their ``feature_names`` say
+   which inputs they take);
 3. three L2-regularised logistic regressions (:data:`REGULARISATION_C`, standardised
    inputs, fitted on at most about :data:`FIT_MAX_WINDOWS` windows) give P(failure within
    24 h), within the horizon (72 h by default) and within the *alert horizon* (the
@@ -93,7 +98,11 @@ LEGACY_OUTPUTS = ("p24", "p_horizon", "fault_probs", "contributions")
 """Those of a graph fitted before ``p_alert`` (whose contributions are of the horizon
 logit); still served."""
 Z_SUFFIX = f"__z_mean_{LONG_H:g}h"
-"""Name suffix of the z-mean risk inputs (:func:`risk_features` with ``z``)."""
+"""Name suffix of the z-mean risk inputs (:func:`risk_features` with ``z``): missing
+values count as 0."""
+Z_PRESENT_SUFFIX = f"__z_present_mean_{LONG_H:g}h"
+"""Name suffix of the z means over the windows where the feature had a value
+(:func:`risk_features` with ``present``)."""
 REGULARISATION_C = 0.01
 """Inverse L2 strength of the probability regressions (inputs standardised). The inputs
 are many and the failures that carry the signal few (windows an hour apart are not
@@ -164,6 +173,16 @@ def _trailing_mean(t: F64, v: F64, span_s: float) -> F64:
     return np.asarray((c[hi] - c[lo]) / np.maximum(n, 1), dtype=np.float64)
 
 
+def _trailing_present_mean(t: F64, v: F64, ok: B, span_s: float) -> F64:
+    """Mean of each column of ``v`` (rows × k) over the rows with time in (t_i - span, t_i]
+    where ``ok``; 0 where a column has none there."""
+    sums = _trailing_mean(t, np.where(ok, v, 0.0), span_s)
+    shares = _trailing_mean(t, ok.astype(np.float64), span_s)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = sums / shares
+    return np.asarray(np.where(shares > 0, out, 0.0), dtype=np.float64)
+
+
 def _trailing_slope_per_day(t: F64, y: F64, span_s: float) -> F64:
     """Least-squares slope of ``y`` against time (per day) over the trailing span."""
     td = (t - t[0]) / 86400.0
@@ -185,12 +204,18 @@ def risk_features(
     signals: Sequence[str],
     z: F64 | None = None,
     z_features: Sequence[str] = (),
+    present: B | None = None,
 ) -> tuple[F64, list[str]]:
     """The risk model's inputs at every window end (see the module docstring).
 
     ``z`` (windows × features, the detector's inputs standardised against the asset's
     baseline, in ``z_features`` order): also the trailing :data:`LONG_H` mean of each,
-    named ``{feature}__z_mean_72h``, missing values counting as 0."""
+    named ``{feature}__z_mean_72h``, missing values counting as 0 (as the detector's
+    standardisation makes them). With ``present`` (windows × features, True where the
+    feature had a value), then also its mean over the windows of that span where the
+    feature had a value, named ``{feature}__z_present_mean_72h`` (0 where it had none).
+    The first fades while a unit stands idle (a feature of the running machine has no
+    value then); the second keeps what the last running windows said."""
     ls = np.log1p(np.clip(np.nan_to_num(score), 0, None))[:, None]
     lc = np.log1p(np.clip(np.nan_to_num(signal_shares), 0, None))
     both = np.hstack([ls, lc])
@@ -212,6 +237,13 @@ def risk_features(
             )
         parts.append(_trailing_mean(t, np.nan_to_num(z), LONG_H * 3600))
         names += [f"{f}{Z_SUFFIX}" for f in z_features]
+        if present is not None:
+            if present.shape != z.shape:
+                raise ValueError(f"present of shape {present.shape} for z of shape {z.shape}")
+            parts.append(_trailing_present_mean(t, np.nan_to_num(z), present, LONG_H * 3600))
+            names += [f"{f}{Z_PRESENT_SUFFIX}" for f in z_features]
+    elif present is not None:
+        raise ValueError("present z means need z")
     return np.hstack(parts), names
 
 

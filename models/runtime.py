@@ -85,6 +85,7 @@ from models.export import LoadedDetector, load_detectors
 log = logging.getLogger(__name__)
 
 F64 = npt.NDArray[np.float64]
+B = npt.NDArray[np.bool_]
 TOP_SIGNALS = 3
 _LONG_S = risk.LONG_H * 3600.0
 
@@ -249,14 +250,14 @@ def health_index(p_horizon: float, score: float, threshold: float) -> int:
 
 def input_signals(input_names: Sequence[str], signals: Sequence[str]) -> F64:
     """The 0/1 matrix (risk inputs × signals) of which signal each risk input belongs to
-    (``{signal}__share_mean_…``, and ``{feature}__z_mean_…`` to its feature's signal); score
-    inputs belong to none."""
+    (``{signal}__share_mean_…``, and ``{feature}__z_mean_…`` and
+    ``{feature}__z_present_mean_…`` to its feature's signal); score inputs belong to none."""
     col = {s: i for i, s in enumerate(signals)}
     m = np.zeros((len(input_names), len(signals)))
     for i, name in enumerate(input_names):
         head = name.rsplit("__", 1)[0]
         j = col.get(head)
-        if j is None and name.endswith(risk.Z_SUFFIX):
+        if j is None and name.endswith((risk.Z_SUFFIX, risk.Z_PRESENT_SUFFIX)):
             j = col.get(signal_of(head))
         if j is not None:
             m[i, j] = 1.0
@@ -308,6 +309,8 @@ class _AssetModels:
     z_inputs: bool
     """The risk model also takes the trailing means of the standardised features (fitted
     since they exist; see :func:`models.risk.risk_features`)."""
+    z_present: bool
+    """It also takes their means over the windows with a value (``present``)."""
 
 
 class RiskRuntime:
@@ -395,28 +398,35 @@ class RiskRuntime:
         m = self._get(asset_type)
         det = m.detector
         f = len(m.spec.feature_names)
-        prepared: list[tuple[F64, F64]] = []  # window ends, standardised features
+        prepared: list[tuple[F64, F64, B]] = []  # window ends, standardised, had a value
         for i, dev in enumerate(devices):
             t, x = _history(dev.t, dev.x, f, i if len(devices) > 1 else None)
             if t.size:
                 lo = np.searchsorted(t, t[max(t.size - last, 0)] - _LONG_S, side="right")
                 t, x = t[lo:], x[lo:]
-                x = self._standardizer(m, dev.baseline).z(x)
-            prepared.append((t, x))
-        rows = [t.size for t, _ in prepared]
+                prepared.append((t, self._standardizer(m, dev.baseline).z(x), np.isfinite(x)))
+            else:
+                prepared.append((t, x, np.isfinite(x)))
+        rows = [t.size for t, _, _ in prepared]
         if sum(rows) == 0:
             return [[] for _ in devices]
-        z_all = np.vstack([z for _, z in prepared])
+        z_all = np.vstack([z for _, z, _ in prepared])
         score, contrib = det.run(det.fleet.to_raw(z_all))
         bounds = np.cumsum([0, *rows])
         inputs: list[F64] = []
         scored: list[tuple[F64, F64, F64, int]] = []  # t, score, anomaly shares, rows asked
-        for (t, z), a, b in zip(prepared, bounds[:-1], bounds[1:], strict=True):
+        for (t, z, ok), a, b in zip(prepared, bounds[:-1], bounds[1:], strict=True):
             shares, signals = risk.signal_shares(det.feature_names, contrib[a:b])
             k = min(last, t.size)
             if k:
                 rx, _ = risk.risk_features(
-                    t, score[a:b], shares, signals, *((z, det.feature_names) if m.z_inputs else ())
+                    t,
+                    score[a:b],
+                    shares,
+                    signals,
+                    z if m.z_inputs else None,
+                    det.feature_names,
+                    ok if m.z_present else None,
                 )
                 inputs.append(rx[-k:])
             scored.append((t, score[a:b], shares, k))
@@ -553,12 +563,15 @@ def _load_asset(det: LoadedDetector) -> _AssetModels:
     f = len(det.feature_names)
     _, signals = risk.signal_shares(det.feature_names, np.zeros((1, f)))
     z_inputs = any(n.endswith(risk.Z_SUFFIX) for n in names)
+    z_present = z_inputs and any(n.endswith(risk.Z_PRESENT_SUFFIX) for n in names)
     _, expected = risk.risk_features(
         np.zeros(1),
         np.zeros(1),
         np.zeros((1, len(signals))),
         signals,
-        *((np.zeros((1, f)), det.feature_names) if z_inputs else ()),
+        np.zeros((1, f)) if z_inputs else None,
+        det.feature_names,
+        np.ones((1, f), dtype=bool) if z_present else None,
     )
     if names != expected:
         raise ArtifactError(
@@ -585,6 +598,7 @@ def _load_asset(det: LoadedDetector) -> _AssetModels:
         threshold=threshold,
         horizon_h=horizon_h,
         z_inputs=z_inputs,
+        z_present=z_present,
     )
 
 

@@ -146,9 +146,11 @@ def test_a_leaking_compressor_gets_rising_risk_and_falling_health(
     healthy = (t > START + 2 * DAY) & (t < START + ONSET_DAY * DAY)
     eve = t > fail - DAY
     assert np.median(p72[healthy]) < 0.05 and np.median(health[healthy]) >= 90
-    assert np.median(p_alert[healthy]) < 0.2  # the threshold is 0.97
-    # the last day: the failure within 72 h more likely than not, health near 0
-    assert np.median(p72[eve]) > 0.5 and np.max(p72[eve]) > 0.99
+    assert np.median(p_alert[healthy]) < 0.2  # the threshold is 0.96
+    # the last day: the failure within 72 h climbs to near certain, more likely than not
+    # for the last 6 h at least, and the health falls near 0
+    assert np.all(p72[t > fail - 6 * H] > 0.5) and np.max(p72[eve]) > 0.99
+    assert np.median(p72[eve]) > 5 * np.median(p72[healthy])
     assert np.median(health[eve]) <= 10
     # the risk alerts are raised on rises over the 72 h before the failure, every day
     # higher than the day before
@@ -339,6 +341,7 @@ def _hand_made(
     threshold: float = 0.5,
     alert: tuple[dict[str, float], float] | None = None,
     z_inputs: bool = False,
+    present: bool = False,
 ) -> RiskRuntime:
     """A detector whose score is the mean z² (z = the raw values: centre 0, scale 1;
     threshold 1) and a risk model whose horizon logit is ``bh`` + Σ ``wh[input]`` · input
@@ -357,7 +360,14 @@ def _hand_made(
     )
     where = write_detector(det, folder, WindowSpec(size=12, hop=12, interval_s=300.0))
     z = (np.zeros((1, f)), FEATURES) if z_inputs else ()
-    _, names = risk.risk_features(np.zeros(1), np.zeros(1), np.zeros((1, f)), SIGNALS, *z)
+    _, names = risk.risk_features(
+        np.zeros(1),
+        np.zeros(1),
+        np.zeros((1, f)),
+        SIGNALS,
+        *z,
+        present=np.ones((1, f), dtype=bool) if present else None,
+    )
     n = len(names)
     model = risk.RiskModel(
         asset_type="pump",
@@ -416,6 +426,66 @@ def test_risk_inputs_of_the_standardised_features() -> None:
         risk.risk_features(t, np.zeros(5), np.zeros((5, 2)), ["a", "b-a"], z, features[:1])
     m = input_signals(names, ["a", "b-a"])
     assert m[-2:].tolist() == [[1, 0], [0, 1]]  # each belongs to its feature's signal
+
+
+def test_risk_inputs_over_the_windows_with_a_value() -> None:
+    """With ``present``, each feature's z is also averaged over the windows of the trailing
+    72 h where it had a value (0 where it had none), after the means over all windows."""
+    t = np.arange(6) * 24 * H
+    z = np.array(
+        [
+            [4.0, np.nan],
+            [np.nan, np.nan],
+            [np.nan, 2.0],
+            [1.0, np.nan],
+            [np.nan, np.nan],
+            [3.0, 5.0],
+        ]
+    )
+    features = ["a__mean", "b-a__maximum"]
+    args = (t, np.zeros(6), np.zeros((6, 2)), ["a", "b-a"], np.nan_to_num(z), features)
+    plain, plain_names = risk.risk_features(*args)
+    x, names = risk.risk_features(*args, present=np.isfinite(z))
+    assert names[: len(plain_names)] == plain_names
+    np.testing.assert_array_equal(x[:, : len(plain_names)], plain)
+    assert names[-2:] == ["a__mean__z_present_mean_72h", "b-a__maximum__z_present_mean_72h"]
+    np.testing.assert_allclose(x[:, -2], [4.0, 4.0, 4.0, 1.0, 1.0, 2.0])
+    np.testing.assert_allclose(x[:, -1], [0.0, 0.0, 2.0, 2.0, 2.0, 5.0])
+    np.testing.assert_allclose(x[:, -4], [4.0, 2.0, 4 / 3, 1 / 3, 1 / 3, 4 / 3])  # idle = 0
+    m = input_signals(names, ["a", "b-a"])
+    assert m[-2:].tolist() == [[1, 0], [0, 1]]
+    with pytest.raises(ValueError, match="present z means need z"):
+        risk.risk_features(*args[:4], present=np.isfinite(z))
+    with pytest.raises(ValueError, match=r"present of shape \(6, 1\) for z of shape \(6, 2\)"):
+        risk.risk_features(*args, present=np.isfinite(z[:, :1]))
+
+
+def test_an_idle_weekend_keeps_the_alert_of_a_model_on_the_present_means(
+    tmp_path: Path,
+) -> None:
+    """A current 3 robust scales high for a day, then two days with no value (the unit
+    idle): a model on the means over the windows with a value keeps its alert, one on the
+    means over all windows loses it as the idle windows count 0."""
+    t = START + np.arange(37) * 7200.0  # three days of windows, one every 2 h
+    x = np.zeros((37, 3))
+    x[:13, 2] = 3.0  # the first day high
+    x[13:, 2] = np.nan  # then idle
+    runs = {}
+    for present, suffix in ((False, risk.Z_SUFFIX), (True, risk.Z_PRESENT_SUFFIX)):
+        rt = _hand_made(
+            tmp_path / suffix,
+            {},
+            _logit(0.1),
+            alert=({f"current_l1__mean{suffix}": 2.0}, -4.0),
+            z_inputs=True,
+            present=present,
+        )
+        (runs[present],) = rt.assess("pump", t, x)
+    assert runs[True].p_alert == pytest.approx(1 / (1 + math.exp(-(2.0 * 3.0 - 4.0))), abs=1e-6)
+    assert runs[True].alert and [s.signal for s in runs[True].top_signals] == ["current_l1"]
+    zmean = 3.0 * 12 / 36  # the trailing 72 h: (t - 72 h, t] holds 36 windows, 12 high
+    assert runs[False].p_alert == pytest.approx(1 / (1 + math.exp(-(2.0 * zmean - 4.0))), abs=1e-6)
+    assert not runs[False].alert
 
 
 def _logit(p: float) -> float:
