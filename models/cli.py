@@ -65,6 +65,17 @@ def _type_threshold(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"{text!r}: the threshold {exc}") from None
 
 
+def _type_thresholds(text: str) -> tuple[float, ...]:
+    """``P,P,...`` (``0.9,0.95,0.97``): alert thresholds, each 0 < P < 1."""
+    out = []
+    for item in text.split(","):
+        try:
+            out.append(_rate(item.strip()))
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r}: the threshold {exc}") from None
+    return tuple(out)
+
+
 def _rate(text: str) -> float:
     try:
         v = float(text)
@@ -151,6 +162,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="alert on P(alert) over P for that asset type instead of its model's threshold "
         "(what the cloud's EDGEWATCH_CLOUD_RISK_THRESHOLDS would make of the fleet); "
         "repeatable",
+    )
+    ev.add_argument(
+        "--risk-sweep",
+        nargs="?",
+        const=(),
+        type=_type_thresholds,
+        metavar="P,P,...",
+        help="also, per asset type, the alerts of each threshold (default: 0.80 to 0.999) "
+        "on the same risk: warned >= 72 h ahead, precision@72h and false alerts, and the "
+        "threshold to ship (the most failures warned ahead at precision >= 0.9 and <= 1 "
+        "false alert per 100 asset-months); in --out, not in the model card",
     )
     ev.add_argument("--no-progress", action="store_true")
     return p
@@ -350,7 +372,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from models.export import load_detectors
     from models.metrics import AnomalyReport
     from models.pipeline import RiskReport, risk_table, score_recording, score_windows
-    from models.risk import load_risk
+    from models.risk import SWEEP_THRESHOLDS, load_risk
 
     if args.all_rows and args.reference == "training":
         raise ArtifactError(
@@ -371,6 +393,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         risks[kind] = replace(loaded, meta={**loaded.meta, "threshold": p})
     ds = Dataset(args.dataset, rows="test" if args.all_rows else "split")
     has_risk = any(r is not None for r in risks.values())
+    if args.risk_sweep is not None and not (has_risk and ds.spec.failures):
+        raise ArtifactError(
+            f"--risk-sweep needs a risk model in {args.model} and failures (failures: FILE) "
+            f"in {args.dataset}"
+        )
     if ds.spec.labels is None and not (has_risk and ds.spec.failures):
         raise ArtifactError(
             f"{args.dataset}: nothing to evaluate against: the dataset has no per-row labels "
@@ -417,8 +444,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "metrics": metrics,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.risk_sweep is not None:
+        doc["risk_sweep"] = _risk_sweep(risk_report, args.risk_sweep or SWEEP_THRESHOLDS)
     args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    add_evaluation(args.model, {k: v for k, v in doc.items() if k != "model"})
+    add_evaluation(args.model, {k: v for k, v in doc.items() if k not in ("model", "risk_sweep")})
     if "anomaly" in metrics:
         c = report.confusion.summary()
         print(
@@ -438,6 +467,41 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
     print(f"-> {args.out}")
     return 0
+
+
+def _risk_sweep(report: Any, thresholds: Sequence[float]) -> dict[str, Any]:
+    """:meth:`models.pipeline.RiskReport.sweep` with the suggested thresholds, printed as a
+    table per asset type."""
+    from models.risk import MAX_FALSE_ALERTS, TARGET_PRECISION, suggest_threshold
+
+    per_type = report.sweep(thresholds)
+    suggested = {a: suggest_threshold(rows) for a, rows in per_type.items()}
+    for asset_type, rows in per_type.items():
+        print(
+            f"risk sweep, {asset_type}: threshold, alerts, warned >= 72 h ahead, "
+            "precision@72h, false alerts/100 asset-months"
+        )
+        for r in rows:
+            mark = "  <- suggested" if r["threshold"] == suggested[asset_type] else ""
+            print(
+                f"  {r['threshold']:.3f}  {r['alerts']:5d}  {_f(r['ahead@72h'])}  "
+                f"{_f(r['precision@72h'])}  "
+                f"{_f(r['false_alerts_per_100_asset_months@72h'])}{mark}"
+            )
+        if suggested[asset_type] is None:
+            print(
+                f"  none reaches precision {TARGET_PRECISION:g} with at most "
+                f"{MAX_FALSE_ALERTS:g} false alert per 100 asset-months"
+            )
+    return {
+        "rule": (
+            f"of the thresholds with precision@72h >= {TARGET_PRECISION:g} and at most "
+            f"{MAX_FALSE_ALERTS:g} false alerts per 100 asset-months, the most failures "
+            "warned >= 72 h ahead, then the fewest false alerts, then the lowest"
+        ),
+        "suggested": suggested,
+        "per_asset_type": per_type,
+    }
 
 
 def cmd_sign(args: argparse.Namespace) -> int:

@@ -518,6 +518,9 @@ class RiskReport:
     typed: list[tuple[str, str]] = field(default_factory=list)
     """Per alert a failure followed (:func:`models.metrics.alert_was_right` at 72 h): the
     fault type the model named when the alert was raised, and the type of that failure."""
+    curves: dict[str, tuple[str, F64, F64, npt.NDArray[np.bool_]]] = field(default_factory=dict)
+    """Per asset: its asset type, and the window ends, P(alert) and down windows of its
+    test part (what :meth:`sweep` raises alerts from at other thresholds)."""
 
     def add(self, table: dict[str, Any], model: risk.LoadedRisk) -> None:
         test = ~table["train"] & ~table["down"]
@@ -534,6 +537,8 @@ class RiskReport:
         p_part = np.zeros(down.shape)
         p_part[~down] = out.p_alert
         self.alerts[a] = risk.alert_episodes(table["t"][part], p_part, model.threshold, down)
+        asset_type = str(model.meta.get("asset_type", ""))
+        self.curves[a] = (asset_type, table["t"][part], p_part, down)
         fails = np.asarray(table["failures"], dtype=np.float64)
         for episode in self.alerts[a]:
             if alert_was_right(episode, fails, 3600.0 * max(HORIZONS_H)):
@@ -556,6 +561,44 @@ class RiskReport:
         self.observed_until[a] = float(table["t"][-1])
         self.p.append(out.p_horizon)
         self.y.append(table["ttf"][test] <= 3600 * model.horizon_h)
+
+    def sweep(self, thresholds: Sequence[float]) -> dict[str, list[dict[str, Any]]]:
+        """Per asset type, the event metrics at 72 h of the alerts each of ``thresholds``
+        would have raised on the same P(alert) (one row per threshold, ascending), so a
+        threshold can be chosen on a validation fleet (:func:`models.risk.suggest_threshold`)."""
+        from models.metrics import risk_metrics
+
+        keys = (
+            "ahead@72h",
+            "recall@72h",
+            "precision@72h",
+            "false_alerts_per_100_asset_months@72h",
+            "censored_alerts@72h",
+            "median_lead_h@72h",
+        )
+        out: dict[str, list[dict[str, Any]]] = {}
+        for asset_type in sorted({c[0] for c in self.curves.values()}):
+            assets = [a for a, c in self.curves.items() if c[0] == asset_type]
+            rows = []
+            for thr in sorted(thresholds):
+                alerts = {
+                    a: risk.alert_episodes(t, p, thr, down)
+                    for a in assets
+                    for _, t, p, down in (self.curves[a],)
+                }
+                m = risk_metrics(
+                    alerts,
+                    {a: self.failures[a] for a in assets},
+                    {a: self.observed_s[a] for a in assets},
+                    (72,),
+                    {a: self.observed_until[a] for a in assets},
+                )
+                rows.append(
+                    {"threshold": float(thr), "failures": m["failures"], "alerts": m["alerts"]}
+                    | {k: m[k] for k in keys}
+                )
+            out[asset_type] = rows
+        return out
 
     def summary(self) -> dict[str, object]:
         from models.metrics import pr_auc, risk_metrics

@@ -103,6 +103,11 @@ values count as 0."""
 Z_PRESENT_SUFFIX = f"__z_present_mean_{LONG_H:g}h"
 """Name suffix of the z means over the windows where the feature had a value
 (:func:`risk_features` with ``present``)."""
+SWEEP_THRESHOLDS = tuple(float(v) for v in THRESHOLDS if v >= 0.8)
+"""The thresholds ``edgewatch-models evaluate --risk-sweep`` tries by default."""
+MAX_FALSE_ALERTS = 1.0
+"""False alerts per 100 asset-months a suggested threshold may make
+(:func:`suggest_threshold`): the service's promise."""
 REGULARISATION_C = 0.01
 """Inverse L2 strength of the probability regressions (inputs standardised). The inputs
 are many and the failures that carry the signal few (windows an hour apart are not
@@ -338,6 +343,33 @@ def alert_episodes(t: F64, p: F64, threshold: float, down: B | None = None) -> l
     if raised is not None:
         out.append((raised, float(t[-1])))
     return out
+
+
+def suggest_threshold(
+    rows: Sequence[dict[str, Any]],
+    min_precision: float = TARGET_PRECISION,
+    max_false_alerts: float = MAX_FALSE_ALERTS,
+) -> float | None:
+    """The threshold to ship from a sweep on a validation fleet (``rows``: one dict per
+    threshold with ``threshold``, ``ahead@72h``, ``precision@72h`` and
+    ``false_alerts_per_100_asset_months@72h``): of those whose precision is at least
+    ``min_precision`` and whose false alerts are at most ``max_false_alerts``, the ones
+    that warned the most failures at least 72 h ahead; of those, the fewest false alerts,
+    then the lowest threshold. None when no threshold meets both."""
+    fa = "false_alerts_per_100_asset_months@72h"
+    ok = [
+        r
+        for r in rows
+        if r["precision@72h"] is not None
+        and r["precision@72h"] >= min_precision
+        and r[fa] is not None
+        and r[fa] <= max_false_alerts
+        and r["ahead@72h"] is not None
+    ]
+    if not ok:
+        return None
+    best = min(ok, key=lambda r: (-r["ahead@72h"], r[fa], r["threshold"]))
+    return float(best["threshold"])
 
 
 def choose_threshold(

@@ -179,9 +179,31 @@ def test_fit_and_evaluate_a_risk_model(tmp_path: Path, capsys: pytest.CaptureFix
     doc = json.loads(none.read_text())
     assert doc["risk_thresholds"] == {"pump": 0.999999}
     assert doc["metrics"]["risk"]["alerts"] == 0 and doc["metrics"]["risk"]["recall@72h"] == 0
-    assert "(test rows, training reference, risk thresholds pump 0.999999)" in (
-        out / "card.md"
-    ).read_text()
+    assert (
+        "(test rows, training reference, risk thresholds pump 0.999999)"
+        in (out / "card.md").read_text()
+    )
+    # a sweep: each threshold's alerts on the same risk, per asset type; the model's own
+    # threshold gives the evaluation's figures, one no window reaches no alert
+    sweep = tmp_path / "sweep.json"
+    run_models("evaluate", "--model", str(out), "--dataset", str(test), "--out", str(sweep),
+               "--risk-sweep", f"0.999999,{meta['threshold']}")  # fmt: skip
+    doc = json.loads(sweep.read_text())
+    assert doc["metrics"]["risk"] == r
+    rows = doc["risk_sweep"]["per_asset_type"]["pump"]
+    assert [x["threshold"] for x in rows] == [meta["threshold"], 0.999999]
+    fa = "false_alerts_per_100_asset_months@72h"
+    for key in ("alerts", "failures", "ahead@72h", "recall@72h", "precision@72h", fa):
+        assert rows[0][key] == r[key], key
+    assert rows[1]["alerts"] == 0 and rows[1]["ahead@72h"] == 0
+    assert doc["risk_sweep"]["suggested"]["pump"] == risk.suggest_threshold(rows)
+    card = json.loads((out / "card.json").read_text())
+    assert "risk_sweep" not in card["evaluations"][-1]  # the card keeps the evaluation only
+    with pytest.raises(SystemExit) as refused:
+        main(["evaluate", "--model", str(out), "--dataset", str(test), "--out",
+              str(tmp_path / "no.json"), "--risk-sweep", "0.9,x"])  # fmt: skip
+    assert refused.value.code == 2
+    assert "'0.9,x': the threshold 'x' is not a number" in capsys.readouterr().err
     assert main(["evaluate", "--model", str(out), "--dataset", str(test), "--out",
                  str(tmp_path / "no.json"), "--risk-threshold", "fan=0.5"]) == 2  # fmt: skip
     assert "has no risk model for 'fan' (it has: pump)" in capsys.readouterr().err
@@ -354,3 +376,34 @@ def test_the_threshold_is_chosen_without_the_alerts_the_recording_end_leaves_unj
     early = np.where((t >= 800 * H) & (t < 830 * H), 0.9, 0.0)
     _, judged = risk.choose_threshold([(t, early, [], none), (t, before, [500 * H], none)], 72 * H)
     assert judged["train_precision"] == 0.5
+
+
+def _sweep_row(threshold: float, ahead: float, precision: float | None, fa: float) -> dict:
+    return {
+        "threshold": threshold,
+        "ahead@72h": ahead,
+        "precision@72h": precision,
+        "false_alerts_per_100_asset_months@72h": fa,
+    }
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        # the most failures warned ahead among those within both limits
+        ([(0.90, 0.95, 0.85, 1.3), (0.95, 0.92, 0.93, 0.8), (0.97, 0.90, 0.95, 0.6)], 0.95),
+        # a tie on warned ahead: the fewest false alerts, not the lowest threshold
+        ([(0.95, 0.92, 0.92, 0.95), (0.96, 0.92, 0.94, 0.75), (0.97, 0.91, 0.94, 0.75)], 0.96),
+        # a tie on both: the lowest threshold
+        ([(0.96, 0.92, 0.94, 0.75), (0.97, 0.92, 0.94, 0.75)], 0.96),
+        # precision just at the limit counts; false alerts just over it do not
+        ([(0.90, 0.95, 0.90, 1.0), (0.92, 0.97, 0.99, 1.01)], 0.90),
+        # no alerts judged (precision None), or none within the limits: no suggestion
+        ([(0.999, 0.0, None, 0.0), (0.90, 0.95, 0.80, 0.5)], None),
+        ([], None),
+    ],
+)
+def test_the_suggested_threshold_of_a_sweep(
+    rows: list[tuple[float, float, float | None, float]], expected: float | None
+) -> None:
+    assert risk.suggest_threshold([_sweep_row(*r) for r in rows]) == expected
