@@ -581,11 +581,10 @@ class RiskReport:
             assets = [a for a, c in self.curves.items() if c[0] == asset_type]
             rows = []
             for thr in sorted(thresholds):
-                alerts = {
-                    a: risk.alert_episodes(t, p, thr, down)
-                    for a in assets
-                    for _, t, p, down in (self.curves[a],)
-                }
+                alerts = {}
+                for a in assets:
+                    _, t, p, down = self.curves[a]
+                    alerts[a] = risk.alert_episodes(t, p, thr, down)
                 m = risk_metrics(
                     alerts,
                     {a: self.failures[a] for a in assets},
