@@ -26,11 +26,14 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.errors import ConfigError
 from models import REFERENCES
 from models.errors import ArtifactError, ModelsError, TrainingError
+
+if TYPE_CHECKING:
+    from models.pipeline import RiskReport
 
 PROG = "edgewatch-models"
 log = logging.getLogger("models.cli")
@@ -393,12 +396,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         risks[kind] = replace(loaded, meta={**loaded.meta, "threshold": p})
     ds = Dataset(args.dataset, rows="test" if args.all_rows else "split")
     has_risk = any(r is not None for r in risks.values())
-    if args.risk_sweep is not None and not (has_risk and ds.spec.failures):
+    judge_risk = has_risk and bool(ds.spec.failures)
+    if args.risk_sweep is not None and not judge_risk:
         raise ArtifactError(
             f"--risk-sweep needs a risk model in {args.model} and failures (failures: FILE) "
             f"in {args.dataset}"
         )
-    if ds.spec.labels is None and not (has_risk and ds.spec.failures):
+    if ds.spec.labels is None and not judge_risk:
         raise ArtifactError(
             f"{args.dataset}: nothing to evaluate against: the dataset has no per-row labels "
             "(labels: {anomaly: COLUMN}) for anomaly models"
@@ -431,7 +435,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics: dict[str, Any] = {}
     if ds.spec.labels is not None:
         metrics["anomaly"] = report.summary()
-    if has_risk and ds.spec.failures:
+    if judge_risk:
         metrics["risk"] = risk_report.summary()
     doc = {
         "at": now_iso(),
@@ -469,7 +473,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _risk_sweep(report: Any, thresholds: Sequence[float]) -> dict[str, Any]:
+def _risk_sweep(report: RiskReport, thresholds: Sequence[float]) -> dict[str, Any]:
     """:meth:`models.pipeline.RiskReport.sweep` with the suggested thresholds, printed as a
     table per asset type."""
     from models.risk import MAX_FALSE_ALERTS, TARGET_PRECISION, suggest_threshold

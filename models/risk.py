@@ -178,16 +178,6 @@ def _trailing_mean(t: F64, v: F64, span_s: float) -> F64:
     return np.asarray((c[hi] - c[lo]) / np.maximum(n, 1), dtype=np.float64)
 
 
-def _trailing_present_mean(t: F64, v: F64, ok: B, span_s: float) -> F64:
-    """Mean of each column of ``v`` (rows × k) over the rows with time in (t_i - span, t_i]
-    where ``ok``; 0 where a column has none there."""
-    sums = _trailing_mean(t, np.where(ok, v, 0.0), span_s)
-    shares = _trailing_mean(t, ok.astype(np.float64), span_s)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = sums / shares
-    return np.asarray(np.where(shares > 0, out, 0.0), dtype=np.float64)
-
-
 def _trailing_slope_per_day(t: F64, y: F64, span_s: float) -> F64:
     """Least-squares slope of ``y`` against time (per day) over the trailing span."""
     td = (t - t[0]) / 86400.0
@@ -240,12 +230,20 @@ def risk_features(
             raise ValueError(
                 f"z of shape {z.shape} for {t.size} windows of {len(z_features)} features"
             )
-        parts.append(_trailing_mean(t, np.nan_to_num(z), LONG_H * 3600))
+        z0 = np.nan_to_num(z)
         names += [f"{f}{Z_SUFFIX}" for f in z_features]
-        if present is not None:
+        if present is None:
+            parts.append(_trailing_mean(t, z0, LONG_H * 3600))
+        else:
             if present.shape != z.shape:
                 raise ValueError(f"present of shape {present.shape} for z of shape {z.shape}")
-            parts.append(_trailing_present_mean(t, np.nan_to_num(z), present, LONG_H * 3600))
+            # one pass over the span: the mean of z, of z where present, and the share present
+            means = _trailing_mean(
+                t, np.hstack([z0, np.where(present, z0, 0.0), present]), LONG_H * 3600
+            )
+            mean, sums, shares = np.hsplit(means, 3)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                parts += [mean, np.where(shares > 0, sums / shares, 0.0)]
             names += [f"{f}{Z_PRESENT_SUFFIX}" for f in z_features]
     elif present is not None:
         raise ValueError("present z means need z")

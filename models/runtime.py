@@ -398,15 +398,14 @@ class RiskRuntime:
         m = self._get(asset_type)
         det = m.detector
         f = len(m.spec.feature_names)
-        prepared: list[tuple[F64, F64, B]] = []  # window ends, standardised, had a value
+        prepared: list[tuple[F64, F64, B | None]] = []  # window ends, standardised, had a value
         for i, dev in enumerate(devices):
             t, x = _history(dev.t, dev.x, f, i if len(devices) > 1 else None)
             if t.size:
                 lo = np.searchsorted(t, t[max(t.size - last, 0)] - _LONG_S, side="right")
                 t, x = t[lo:], x[lo:]
-                prepared.append((t, self._standardizer(m, dev.baseline).z(x), np.isfinite(x)))
-            else:
-                prepared.append((t, x, np.isfinite(x)))
+            ok = np.isfinite(x) if m.z_present else None
+            prepared.append((t, self._standardizer(m, dev.baseline).z(x) if t.size else x, ok))
         rows = [t.size for t, _, _ in prepared]
         if sum(rows) == 0:
             return [[] for _ in devices]
@@ -426,7 +425,7 @@ class RiskRuntime:
                     signals,
                     z if m.z_inputs else None,
                     det.feature_names,
-                    ok if m.z_present else None,
+                    ok,
                 )
                 inputs.append(rx[-k:])
             scored.append((t, score[a:b], shares, k))
