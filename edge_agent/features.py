@@ -104,20 +104,30 @@ expression over raw signals, evaluated sample by sample (at each sample time) in
 signal whose feature is then computed as above: ``discharge_temp-ambient_temp__mean``
 (approach temperature), ``discharge_pressure/suction_pressure__mean`` (pressure ratio),
 ``active_power/(discharge_pressure/suction_pressure)__mean``,
-``imbalance(current_l1,current_l2,current_l3)__maximum`` (current imbalance). Grammar, with
+``imbalance(current_l1,current_l2,current_l3)__maximum`` (current imbalance), and
+``when(run_state==1,discharge_temp)__mean`` (the discharge temperature while the compressor
+runs: a machine's condition shows while it works, and a window's features over its running
+samples alone do not change with how much of the window it sat idle). Grammar, with
 Python's precedence and parentheses (parsed by :mod:`ast`, never evaluated by Python)::
 
     expr   := expr ('+' | '-' | '*' | '/') expr | '-' expr | '(' expr ')'
-            | 'imbalance(' expr (',' expr)+ ')' | name | number
+            | expr ('==' | '!=' | '<' | '<=' | '>' | '>=') expr      (not chained)
+            | 'imbalance(' expr (',' expr)+ ')' | 'when(' expr ',' expr ')'
+            | name | number
     name   := identifier ('.' identifier)*     e.g. current_l1, status_flags.compressor_on
     number := an int or float literal
 
 ``a/b`` is NaN where b == 0; ``imbalance(x_1, .., x_k)`` is max_i |x_i - m| / m with
-m = Σx_i / k (NEMA voltage/current imbalance), NaN where m == 0. A sample missing from any
-operand is missing from the derived signal. An expression must name at least one signal.
+m = Σx_i / k (NEMA voltage/current imbalance), NaN where m == 0. A comparison is 1 where it
+holds and 0 where it does not. ``when(c, x)`` is x where c is non-zero and missing (NaN)
+elsewhere, so a feature of it is computed over the samples where c holds alone (with fewer
+than 2 of them it is NaN, like any feature). A sample missing from any operand is missing
+from the derived signal (a missing condition drops its sample). An expression must name at
+least one signal.
 Which signal part is an expression: a signal part that is a key of the window (a column of
 the data) is always that raw signal, whatever its characters; otherwise one that contains any
-of ``+ - * / ( ) ,`` is an expression (:func:`check_feature_names` rejects a malformed one),
+of ``+ - * / ( ) , < > = !`` is an expression (:func:`check_feature_names` rejects a
+malformed one),
 and anything else is a raw signal name. A signal the window does not have, raw or named by an
 expression, gives NaN features. :func:`signals_of` lists the raw signals a name needs.
 
@@ -128,6 +138,9 @@ Feature set 2 (from 1): adds ``autocorrelation__lag_1``, the four ``fft_aggregat
 and ``band_energy__b_0`` .. ``b_3`` to the per-signal features (so to :data:`SIGNAL_FEATURES`
 and to what :func:`signal_features` returns), and derived signals. Every feature of set 1
 keeps its name and its value.
+
+Feature set 3 (from 2): adds comparisons and ``when(c, x)`` to derived signals. Every feature
+of sets 1 and 2 keeps its name and its value.
 """
 
 from __future__ import annotations
@@ -142,10 +155,10 @@ from functools import cache, cached_property, lru_cache
 import numpy as np
 import numpy.typing as npt
 
-FEATURE_SET_VERSION = 2
-COMPATIBLE_FEATURE_SETS: frozenset[int] = frozenset({1, 2})
-"""Feature sets whose every feature this code computes with the same name and value (set 2
-only added features to set 1): a model built for any of them runs unchanged."""
+FEATURE_SET_VERSION = 3
+COMPATIBLE_FEATURE_SETS: frozenset[int] = frozenset({1, 2, 3})
+"""Feature sets whose every feature this code computes with the same name and value (sets 2
+and 3 only added features to the one before): a model built for any of them runs unchanged."""
 
 QUANTILES: tuple[float, ...] = (0.1, 0.25, 0.75, 0.9)
 FFT_AGGTYPES: tuple[str, ...] = ("centroid", "variance", "skew", "kurtosis")
@@ -606,7 +619,7 @@ def _compute(rows: _Rows, features: Sequence[str]) -> FloatArray:
 
 # ---- derived signals -----------------------------------------------------------------------
 
-_EXPRESSION_CHARS = frozenset("+-*/(),")
+_EXPRESSION_CHARS = frozenset("+-*/(),<>=!")
 _MAX_EXPRESSION = 1000  # characters: keeps the parser's recursion shallow
 
 _Env = Mapping[str, FloatArray]
@@ -626,13 +639,40 @@ def _imbalance(*xs: FloatArray) -> FloatArray:
         return np.where(m == 0, _NAN, dev / m)
 
 
+def _when(condition: FloatArray, x: FloatArray) -> FloatArray:
+    with np.errstate(all="ignore"):
+        return np.where(np.isfinite(condition) & (condition != 0), x, _NAN)
+
+
+def _comparison(
+    op: Callable[[FloatArray, FloatArray], BoolArray],
+) -> Callable[[FloatArray, FloatArray], FloatArray]:
+    def f(a: FloatArray, b: FloatArray) -> FloatArray:
+        with np.errstate(all="ignore"):
+            return np.where(np.isnan(a) | np.isnan(b), _NAN, op(a, b).astype(np.float64))
+
+    return f
+
+
 _BINARY: dict[type[ast.operator], Callable[[FloatArray, FloatArray], FloatArray]] = {
     ast.Add: np.add,
     ast.Sub: np.subtract,
     ast.Mult: np.multiply,
     ast.Div: _divide,
 }
-_FUNCTIONS: dict[str, Callable[..., FloatArray]] = {"imbalance": _imbalance}
+_COMPARE: dict[type[ast.cmpop], Callable[[FloatArray, FloatArray], FloatArray]] = {
+    ast.Eq: _comparison(np.equal),
+    ast.NotEq: _comparison(np.not_equal),
+    ast.Lt: _comparison(np.less),
+    ast.LtE: _comparison(np.less_equal),
+    ast.Gt: _comparison(np.greater),
+    ast.GtE: _comparison(np.greater_equal),
+}
+_FUNCTIONS: dict[str, tuple[Callable[..., FloatArray], int, int | None]] = {
+    "imbalance": (_imbalance, 2, None),
+    "when": (_when, 2, 2),
+}
+"""Function -> (implementation, fewest arguments, most arguments or None)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -688,23 +728,34 @@ def _compile(node: ast.expr, names: dict[str, None]) -> _Eval:
             raise ValueError(f"{_snippet(node)} is not a finite number")
         constant = np.asarray(c)
         return lambda env: constant
+    if isinstance(node, ast.Compare):
+        if len(node.ops) != 1:
+            raise ValueError(f"{_snippet(node)}: comparisons cannot be chained")
+        cmp = _COMPARE.get(type(node.ops[0]))
+        if cmp is None:
+            raise ValueError(f"comparison in {_snippet(node)} is not one of == != < <= > >=")
+        lhs, rhs = _compile(node.left, names), _compile(node.comparators[0], names)
+        return lambda env: cmp(lhs(env), rhs(env))
     if isinstance(node, ast.Call):
         fname = node.func.id if isinstance(node.func, ast.Name) else None
-        fn = _FUNCTIONS.get(fname or "")
-        if fn is None:
+        spec = _FUNCTIONS.get(fname or "")
+        if spec is None:
             raise ValueError(
-                f"{_snippet(node)} calls {_snippet(node.func)}: the only function is "
+                f"{_snippet(node)} calls {_snippet(node.func)}: the only functions are "
                 f"{', '.join(f + '()' for f in _FUNCTIONS)}"
             )
+        fn, fewest, most = spec
         if node.keywords or any(isinstance(a, ast.Starred) for a in node.args):
             raise ValueError(f"{_snippet(node)}: {fname}() takes plain arguments only")
-        if len(node.args) < 2:
-            raise ValueError(f"{_snippet(node)}: {fname}() needs at least 2 arguments")
+        if len(node.args) < fewest:
+            raise ValueError(f"{_snippet(node)}: {fname}() needs at least {fewest} arguments")
+        if most is not None and len(node.args) > most:
+            raise ValueError(f"{_snippet(node)}: {fname}() takes at most {most} arguments")
         args = [_compile(a, names) for a in node.args]
         return lambda env: fn(*(a(env) for a in args))
     raise ValueError(
         f"{_snippet(node)} ({type(node).__name__}) is not allowed: only signal names, "
-        "numbers, + - * /, parentheses and imbalance(...)"
+        "numbers, + - * /, comparisons, parentheses, imbalance(...) and when(...)"
     )
 
 
@@ -889,6 +940,18 @@ def _samples(
 
 def _as_1d(x: npt.ArrayLike) -> FloatArray:
     return np.asarray(x, dtype=np.float64).reshape(-1)
+
+
+def signal_samples(signal: str, columns: Mapping[str, npt.ArrayLike]) -> FloatArray | None:
+    """The samples of a signal part, raw or an expression, sample by sample over
+    ``columns`` (NaN where missing); None when a signal it needs is not among them.
+    ValueError for a malformed expression."""
+
+    def get(name: str) -> FloatArray | None:
+        return _as_1d(columns[name]) if name in columns else None
+
+    x = _samples(signal, columns.__contains__, get)
+    return None if x is None else np.where(np.isfinite(x), x, _NAN)
 
 
 def _single(features: Sequence[str], x: npt.ArrayLike, t: npt.ArrayLike | None) -> dict[str, float]:

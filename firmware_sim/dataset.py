@@ -306,6 +306,15 @@ def _write_labels(out_dir: Path, events: list[GroundTruthEvent]) -> int:
     return failures
 
 
+def _operating(profile: DeviceProfile) -> str | None:
+    """When the device runs: its state point whose enum has a ``running`` value."""
+    for p in profile.points:
+        for code, label in (p.enum or {}).items():
+            if p.kind is PointKind.STATE and label == "running":
+                return f"{p.name}=={code}"
+    return None
+
+
 def _write_manifest(
     fleet: Fleet,
     profiles: Mapping[str, DeviceProfile],
@@ -321,6 +330,11 @@ def _write_manifest(
             if p.kind is PointKind.MEASUREMENT and p.name not in signals:
                 signals.append(p.name)
     split = start + (end - start) * TRAIN_SHARE
+    operating: dict[str, str] = {}
+    for d in fleet.devices():
+        op = _operating(profiles[d.id])
+        if op is not None:
+            operating.setdefault(d.spec.asset_type, op)
     manifest = {
         "name": fleet.name,
         "files": ["data/**/*.csv"],
@@ -334,5 +348,7 @@ def _write_manifest(
         "failures": "failures.csv",
         "events": "events.csv",
     }
+    if operating:
+        manifest["operating"] = operating
     text = yaml.safe_dump(manifest, sort_keys=False, default_flow_style=None, width=120)
     (out_dir / "dataset.yaml").write_text(text, encoding="utf-8")

@@ -22,7 +22,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +33,11 @@ from models import REFERENCES
 from models.errors import ArtifactError, ModelsError, TrainingError
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from models.dataset import Dataset, Recording
+    from models.export import LoadedDetector
     from models.pipeline import RiskReport
 
 PROG = "edgewatch-models"
@@ -112,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--kind", choices=("spe", "pca", "zscore"), default="spe")
     fit.add_argument("--baseline", choices=("asset", "fleet"), default="asset")
     fit.add_argument("--target-far", type=_rate, default=0.01)
+    fit.add_argument(
+        "--operating-features",
+        action="store_true",
+        help="also offer each signal's features over the rows where the machine runs (the "
+        "dataset's operating condition) as candidates: twice the candidates, about 2.4 times "
+        "the time and memory to fit",
+    )
     fit.add_argument(
         "--reference",
         choices=REFERENCES,
@@ -224,6 +236,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             kind=args.kind,
             baseline=args.baseline,
             target_far=args.target_far,
+            operating_features=args.operating_features,
             progress=bar,
         )
     args.out.mkdir(parents=True, exist_ok=True)
@@ -304,6 +317,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
                 "kind": args.kind,
                 "baseline": args.baseline,
                 "target_far": args.target_far,
+                "operating_features": args.operating_features,
                 **(
                     {
                         "horizon_h": args.horizon,
@@ -334,13 +348,34 @@ def _dataset_info(ds: Any, recordings: int, rows: int) -> dict[str, Any]:
     }
 
 
+def _running(ds: Dataset, rec: Recording) -> npt.NDArray[np.bool_] | None:
+    """Which of the recording's rows its machine ran in (the dataset's operating
+    condition held); None when the dataset does not say for its asset type."""
+    import numpy as np
+
+    from edge_agent.features import signal_samples
+
+    op = ds.spec.operating_for(rec.asset_type)
+    if op is None:
+        return None
+    x = signal_samples(op, {**rec.context, **rec.signals})
+    return None if x is None else np.nan_to_num(x, nan=0.0) != 0
+
+
+def _model_columns(detectors: Iterable[LoadedDetector]) -> list[str]:
+    """The raw columns the detectors' features read (a run state that gates them too)."""
+    from models.featurize import needed_signals
+
+    return needed_signals([n for d in detectors for n in d.manifest.feature_names])
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from models.dataset import Dataset
     from models.export import load_detectors
     from models.pipeline import score_recordings
 
     detectors = load_detectors(args.model)
-    ds = Dataset(args.dataset)
+    ds = Dataset(args.dataset, context=_model_columns(detectors.values()))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows = 0
     with (
@@ -394,7 +429,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 f"(it has: {', '.join(have) or 'none'})"
             )
         risks[kind] = replace(loaded, meta={**loaded.meta, "threshold": p})
-    ds = Dataset(args.dataset, rows="test" if args.all_rows else "split")
+    ds = Dataset(
+        args.dataset,
+        rows="test" if args.all_rows else "split",
+        context=_model_columns(detectors.values()),
+    )
     has_risk = any(r is not None for r in risks.values())
     judge_risk = has_risk and bool(ds.spec.failures)
     if args.risk_sweep is not None and not judge_risk:
@@ -421,12 +460,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             if rec.label is not None:
                 rs = score_recording(ds, rec, det, sw)
                 test = ~rec.train
+                running = _running(ds, rec)
                 report.add(
                     f"{rec.file}#{rec.asset_id}" if ds.spec.asset else rec.file,
                     rec.t[test],
                     rec.label[test],
                     rs.decision[test],
                     [(f.time, f.fault_type) for f in ds.failures_of(rec.asset_id)],
+                    None if running is None else running[test],
                 )
             rm = risks.get(rec.asset_type)
             if rm is not None and ds.spec.failures:
@@ -458,6 +499,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"anomaly: TP {c['tp']} FP {c['fp']} TN {c['tn']} FN {c['fn']}  F1 {_f(c['f1'])}  "
             f"false-alarm rate {_f(c['false_alarm_rate'])}  missed {_f(c['missed_alarm_rate'])}"
         )
+        if report.running is not None:
+            c = report.running.summary()
+            print(
+                f"anomaly, rows where the machine ran: TP {c['tp']} FP {c['fp']} TN {c['tn']} "
+                f"FN {c['fn']}  F1 {_f(c['f1'])}  false-alarm rate {_f(c['false_alarm_rate'])}"
+            )
     if "risk" in metrics:
         r = metrics["risk"]
         print(

@@ -18,6 +18,15 @@
                                       # or {train_until: "2015-07-31"}
     failures: failures.csv            # optional: asset_id, timestamp, fault_type
     events: events.csv                # optional: asset_id, timestamp, kind, code
+    operating: "run_state == 1"       # optional: when the asset runs, an expression over
+                                      # its columns (edge_agent.features grammar); or one
+                                      # per asset type: {compressor: "current_l1 > 0.5"}
+
+``operating`` names the rows where a machine works, so that training can also offer each
+signal's features over those rows alone (``when(run_state==1,discharge_temp)__mean``): a
+machine's condition shows while it runs, and a window's share of idle rows then no longer
+moves its features. The columns it reads are loaded beside the signals (they need not be
+signals themselves); a file of that asset type without them is an error.
 
 A *recording* is one asset's rows of one file, in time order. What the loader does with
 real-world data, and what it refuses:
@@ -45,7 +54,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,6 +67,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edge_agent.configfile import read_yaml, validate_mapping
+from edge_agent.features import signals_of
 from models.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -145,6 +155,7 @@ class DatasetSpec(_Strict):
     split: SplitSpec
     failures: str | None = None
     events: str | None = None
+    operating: str | dict[str, str] | None = None
 
     @field_validator("delimiter")
     @classmethod
@@ -163,6 +174,38 @@ class DatasetSpec(_Strict):
             if dup:
                 raise ValueError(f"signals named twice: {dup}")
         return v
+
+    @field_validator("operating")
+    @classmethod
+    def _operating_parses(cls, v: str | dict[str, str] | None) -> str | dict[str, str] | None:
+        if v is None:
+            return None
+        exprs = {"": v} if isinstance(v, str) else v
+        if not exprs:
+            raise ValueError("operating must name at least one asset type (or be left out)")
+        out: dict[str, str] = {}
+        for kind, text in exprs.items():
+            where = f" for {kind!r}" if kind else ""
+            compact = "".join(text.split())
+            if not compact:
+                raise ValueError(f"the operating expression{where} is empty")
+            try:
+                signals_of(f"{compact}__mean")
+            except ValueError as exc:
+                raise ValueError(f"the operating expression{where} {text!r}: {exc}") from None
+            out[kind] = compact
+        return out[""] if isinstance(v, str) else out
+
+    def operating_for(self, asset_type: str) -> str | None:
+        """The asset type's operating condition, without spaces; None without one."""
+        if isinstance(self.operating, dict):
+            return self.operating.get(asset_type)
+        return self.operating
+
+    def operating_columns(self, asset_type: str) -> tuple[str, ...]:
+        """The columns the asset type's operating condition reads."""
+        op = self.operating_for(asset_type)
+        return () if op is None else signals_of(f"{op}__mean")
 
     def reserved_columns(self) -> set[str]:
         cols = {self.timestamp.column}
@@ -193,6 +236,9 @@ class Recording:
     """True for the rows in the training part of the split."""
     line: npt.NDArray[np.int64]
     """The row's line number in the file (the header is line 1)."""
+    context: dict[str, F64] = field(default_factory=dict)
+    """Columns read beside the signals (an operating condition's, a model's), not signals:
+    column -> values on ``t``, NaN where missing."""
 
     @property
     def rows(self) -> int:
@@ -269,13 +315,22 @@ def load_spec(folder: Path) -> DatasetSpec:
 class Dataset:
     """An opened dataset: its spec, files, failures and events; recordings on demand."""
 
-    def __init__(self, folder: Path, *, rows: Literal["split", "train", "test"] = "split") -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        rows: Literal["split", "train", "test"] = "split",
+        context: Collection[str] = (),
+    ) -> None:
         """``rows``: which rows are training data: as the dataset's split says (``split``),
         every row (``train``: to fit on a dataset kept for training, e.g. a simulated
         fleet), or none (``test``: to evaluate on a fleet a model never saw, from each
-        unit's first day)."""
+        unit's first day). ``context``: columns to read beside the signals where a file has
+        them (those a model's features name, such as a run state), into
+        :attr:`Recording.context`."""
         self.folder = Path(folder)
         self.rows = rows
+        self.context = tuple(dict.fromkeys(context))
         self.spec = load_spec(self.folder)
         self.files = self._resolve_files()
         self.failures = self._read_failures()
@@ -399,6 +454,7 @@ class Dataset:
         t = self._file_times(path, df[spec.timestamp.column], report)
         signals = self._signal_columns(path, df)
         values = {c: self._numbers(df[c], c, report) for c in signals}
+        context: dict[str, F64] = {}
         label = None
         if spec.labels is not None:
             label = self._labels(path, df[spec.labels.anomaly])
@@ -428,6 +484,19 @@ class Dataset:
                 raise _error(
                     path, f"line {line}", f"empty {spec.asset.column if spec.asset else 'asset'}"
                 )
+            kind = str(kinds[0])
+            for c in (*self.context, *spec.operating_columns(kind)):
+                if c in context or c in values:
+                    continue
+                if c in df.columns:
+                    context[c] = self._numbers(df[c], c, report)
+                elif c in spec.operating_columns(kind):
+                    raise _error(
+                        path,
+                        "operating",
+                        f"{kind}'s operating condition {spec.operating_for(kind)!r} reads "
+                        f"column {c!r}, which this file does not have",
+                    )
             order = np.argsort(t[rows], kind="stable")
             report.out_of_order += int(np.count_nonzero(np.diff(t[rows]) < 0))
             rows = rows[order]
@@ -448,6 +517,7 @@ class Dataset:
                 label=None if label is None else label[rows],
                 train=train,
                 line=lines[rows],
+                context={c: v[rows] for c, v in context.items()},
             )
         for problem in report.problems():
             log.warning("%s", problem)

@@ -20,7 +20,9 @@ second); features that grow with the number of samples (``abs_energy``,
 ``absolute_sum_of_changes``, counts) or with the sample spacing (``mean_abs_change``, the
 per-sample slope) would change meaning between training data and a gateway polling at
 another rate, so they are not candidates. Known asset types add cross-signal relations of
-their physics (:data:`RELATIONS`), where the recording has the signals.
+their physics (:data:`RELATIONS`), where the recording has the signals. A dataset that says
+when its machines run (``operating`` in ``dataset.yaml``) adds all of these again over the
+running samples alone.
 """
 
 from __future__ import annotations
@@ -76,14 +78,20 @@ RELATIONS: dict[str, tuple[str, ...]] = {
 """Cross-signal relations of known asset types (features.py expressions)."""
 
 
-def candidate_features(asset_type: str, signals: Sequence[str]) -> list[str]:
+def candidate_features(
+    asset_type: str, signals: Sequence[str], operating: str | None = None
+) -> list[str]:
     """Per-signal portable features of every signal, then the asset type's relations whose
-    signals are all present."""
+    signals are all present; with an ``operating`` condition (an expression, see
+    :mod:`models.dataset`), then the same again over the samples where it holds
+    (``when(operating,signal)__mean``)."""
     names = [f"{s}__{f}" for s in signals for f in PORTABLE_FEATURES]
     have = set(signals)
-    for rel in RELATIONS.get(asset_type, ()):
-        if set(signals_of(f"{rel}__mean")) <= have:
-            names += [f"{rel}__{f}" for f in RELATION_FEATURES]
+    relations = [r for r in RELATIONS.get(asset_type, ()) if set(signals_of(f"{r}__mean")) <= have]
+    names += [f"{rel}__{f}" for rel in relations for f in RELATION_FEATURES]
+    if operating is not None:
+        names += [f"when({operating},{s})__{f}" for s in signals for f in PORTABLE_FEATURES]
+        names += [f"when({operating},{r})__{f}" for r in relations for f in RELATION_FEATURES]
     return names
 
 
@@ -129,10 +137,11 @@ def window_table(
     ends = window_ends(rec.rows, size, hop)
     x = np.empty((ends.size, len(names)), dtype=np.float64)
     offsets = np.arange(1 - size, 1, dtype=np.int64)
-    wanted = [s for s in needed_signals(names) if s in rec.signals]
+    columns = {**rec.context, **rec.signals}
+    wanted = [s for s in needed_signals(names) if s in columns]
     for lo in range(0, ends.size, chunk):
         idx = ends[lo : lo + chunk, None] + offsets
-        series = {s: rec.signals[s][idx] for s in wanted}
+        series = {s: columns[s][idx] for s in wanted}
         x[lo : lo + chunk] = feature_matrix(series, names, rec.t[idx])
     return WindowTable(ends=ends, t_end=rec.t[ends], x=x)
 

@@ -104,6 +104,9 @@ class AnomalyReport:
     per_file: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
     by_type: dict[str, tuple[list[Segment], Confusion]] = field(default_factory=dict)
     """Fault type -> its segments and the confusion of their rows (recall only)."""
+    running: Confusion | None = None
+    """The confusion of the rows where the machine ran (its dataset's operating condition
+    held); None when no recording said."""
 
     def add(
         self,
@@ -112,10 +115,16 @@ class AnomalyReport:
         label: F64,
         decision: B,
         failures: Sequence[tuple[float, str]] = (),
+        running: B | None = None,
     ) -> None:
         """One recording's test rows. ``failures`` (time, fault type) name the fault of each
-        labelled segment: the first failure inside it, or right after it."""
+        labelled segment: the first failure inside it, or right after it. ``running``: which
+        rows the machine ran in, when the dataset says."""
         self.confusion.add(decision, label)
+        if running is not None:
+            if self.running is None:
+                self.running = Confusion()
+            self.running.add(decision[running], label[running])
         own = Confusion()
         own.add(decision, label)
         segs = detection_delays(t, label, decision)
@@ -136,6 +145,7 @@ class AnomalyReport:
             **self.confusion.summary(),
             **_segment_summary(self.segments),
             "per_fault_type": per_type,
+            **({"while_running": self.running.summary()} if self.running is not None else {}),
             "per_file": self.per_file,
         }
 

@@ -199,9 +199,19 @@ def fit_anomaly(
     kind: anomaly.Kind = "spe",
     baseline: anomaly.BaselineMode = "asset",
     target_far: float = 0.01,
+    operating_features: bool = False,
     progress: Progress | None = None,
 ) -> FitResult:
-    """One detector per asset type from the dataset's healthy training windows."""
+    """One detector per asset type from the dataset's healthy training windows.
+
+    ``operating_features``: also offer each candidate over the samples where the dataset's
+    ``operating`` condition holds (:func:`~models.featurize.candidate_features`); a
+    TrainingError when the dataset has none."""
+    if operating_features and ds.spec.operating is None:
+        raise TrainingError(
+            f"{ds.folder / 'dataset.yaml'}: operating features need the dataset to say when "
+            "its machines run (operating: an expression over its columns, e.g. run_state == 1)"
+        )
     hop = hop_rows or max(1, window_rows // 4)
     by_type: dict[str, list[tuple[str, list[str], npt.NDArray[np.float32]]]] = {}
     anomalous: dict[str, npt.NDArray[np.float32]] = {}
@@ -213,7 +223,8 @@ def fit_anomaly(
         n_rec += 1
         result_rows += rec.rows
         intervals.append(median_interval(rec.t))
-        names = candidate_features(rec.asset_type, list(rec.signals))
+        operating = ds.spec.operating_for(rec.asset_type) if operating_features else None
+        names = candidate_features(rec.asset_type, list(rec.signals), operating)
         w = windowed(ds, rec, names, window_rows, hop)
         healthy = w.x[w.healthy_train].astype(np.float32)
         by_type.setdefault(rec.asset_type, []).append((rec.asset_id, names, healthy))

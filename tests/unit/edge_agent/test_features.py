@@ -94,7 +94,7 @@ HAND.update(_spectral_by_definition(X))
 
 def test_every_signal_feature_has_a_hand_computed_value() -> None:
     assert set(HAND) == set(SIGNAL_FEATURES)
-    assert FEATURE_SET_VERSION == 2
+    assert FEATURE_SET_VERSION == 3
     assert tuple(f"quantile__q_{q}" for q in QUANTILES) == tuple(
         f for f in SIGNAL_FEATURES if f.startswith("quantile")
     )

@@ -32,6 +32,7 @@ from edge_agent.features import (
     parse_feature_name,
     signal_features,
     signal_of,
+    signal_samples,
     signals_of,
     state_features,
 )
@@ -219,8 +220,24 @@ def _ref_eval(node: ast.expr, sample: Mapping[str, float]) -> float:
         if isinstance(node.op, ast.Mult):
             return a * b
         return NAN if b == 0 else a / b
+    if isinstance(node, ast.Compare):
+        a, b = _ref_eval(node.left, sample), _ref_eval(node.comparators[0], sample)
+        if math.isnan(a) or math.isnan(b):
+            return NAN
+        holds = {
+            ast.Eq: a == b,
+            ast.NotEq: a != b,
+            ast.Lt: a < b,
+            ast.LtE: a <= b,
+            ast.Gt: a > b,
+            ast.GtE: a >= b,
+        }[type(node.ops[0])]
+        return 1.0 if holds else 0.0
     assert isinstance(node, ast.Call)
     xs = [_ref_eval(a, sample) for a in node.args]
+    if isinstance(node.func, ast.Name) and node.func.id == "when":
+        c, x = xs
+        return x if not math.isnan(c) and c != 0 else NAN
     if any(math.isnan(x) for x in xs):
         return NAN
     m = sum(xs) / len(xs)
@@ -396,6 +413,14 @@ EXPRESSIONS = [
     "imbalance(a,b,c)",
     "imbalance(a, b)",
     "a*0.5-c/4",
+    "when(a>0,b)",
+    "when(a>=b,c-b)",
+    "when(c,a)",
+    "when(a<0.5,b)",
+    "when(b<=c,a/b)",
+    "when(a==0,c)",
+    "when(a!=b,imbalance(a,b,c))",
+    "(a>b)*c",
 ]
 
 
@@ -450,14 +475,39 @@ W = {
         ("imbalance(current_l1, current_l2, current_l3)__minimum", 0.0),
         ("status_flags.compressor_on*active_power__mean", (8 + 9 + 0 + 6) / 4),
         ("(discharge_temp - ambient_temp) * 2 + -1__minimum", 39.0),
+        # while the compressor runs: samples 0, 1 and 3
+        ("when(status_flags.compressor_on,discharge_temp)__mean", (50 + 52 + 56) / 3),
+        ("when(current_l1>5,active_power)__minimum", 6.0),
+        ("when(current_l1 >= 12, discharge_temp)__mean", NAN),  # one sample: too few
+        ("when(status_flags.compressor_on==0,discharge_temp)__mean", NAN),
+        ("when(current_l1<1,active_power)__maximum", NAN),
+        ("when(suction_pressure!=4.5,discharge_pressure)__maximum", 20.0),
+        ("(current_l1>0)__mean", 0.75),
+        ("when(current_l1>0,discharge_temp-ambient_temp)__maximum", 24.0),
     ],
 )
 def test_derived_signal_features(name: str, expected: float) -> None:
     got = feature_vector(W, [name, "discharge_temp__mean"])
-    assert got[0] == pytest.approx(expected, rel=1e-12)
+    assert got[0] == pytest.approx(expected, rel=1e-12, nan_ok=True)
     assert got[1] == 53.0
     matrix = feature_matrix({k: v[None, :] for k, v in W.items()}, [name])
-    assert matrix[0, 0] == pytest.approx(expected, rel=1e-12)
+    assert matrix[0, 0] == pytest.approx(expected, rel=1e-12, nan_ok=True)
+
+
+def test_when_leaves_out_the_samples_where_its_condition_fails_or_is_missing() -> None:
+    window = {
+        "on": np.array([1.0, 0.0, NAN, 1.0, 1.0, 0.0]),
+        "x": np.array([10.0, 99.0, 99.0, 12.0, 14.0, -99.0]),
+    }
+    t = np.array([0.0, 60.0, 120.0, 180.0, 240.0, 300.0])
+    names = ["when(on,x)__mean", "when(on,x)__trend_per_s", "x__mean", "when(on==0,x)__mean"]
+    got = feature_vector(window, names, t)
+    # running samples at t = 0, 180, 240: x 10, 12, 14; slope by time, not position
+    slope = np.polyfit([0.0, 180.0, 240.0], [10.0, 12.0, 14.0], 1)[0]
+    np.testing.assert_allclose(got, [12.0, slope, 135 / 6, 0.0])
+    # a window where the condition never holds has no value, not an error
+    idle = {"on": np.zeros(4), "x": np.arange(4.0)}
+    assert np.isnan(feature_vector(idle, ["when(on,x)__mean"])[0])
 
 
 def test_imbalance_is_the_nema_definition() -> None:
@@ -485,6 +535,17 @@ def test_a_window_key_is_a_raw_signal_before_it_is_an_expression() -> None:
     check_feature_names(["temp (C)__mean"], signals={"temp (C)"})
     weird = {"temp (C)": np.array([1.0, 3.0])}
     assert feature_vector(weird, ["temp (C)__mean"])[0] == 2.0
+
+
+def test_signal_samples_of_a_raw_or_derived_signal() -> None:
+    columns = {"a": [1.0, 2.0, math.inf, 4.0], "b": np.array([0.0, 1.0, 1.0, NAN])}
+    np.testing.assert_array_equal(signal_samples("a", columns), [1.0, 2.0, NAN, 4.0])
+    np.testing.assert_array_equal(signal_samples("when(b==1,a)", columns), [NAN, 2.0, NAN, NAN])
+    np.testing.assert_array_equal(signal_samples("b>0", columns), [0.0, 1.0, 1.0, NAN])
+    assert signal_samples("c", columns) is None
+    assert signal_samples("when(c,a)", columns) is None
+    with pytest.raises(ValueError, match="signal expression 'when\\(a\\)'"):
+        signal_samples("when(a)", columns)
 
 
 def test_an_expression_naming_a_missing_signal_gives_nan() -> None:
@@ -521,6 +582,7 @@ def test_missing_samples_of_any_operand_are_missing() -> None:
         ),
         ("a*a+a/b__mean", ("a", "b")),
         ("status_flags.demand*power__mean", ("status_flags.demand", "power")),
+        ("when(run_state==1,discharge_temp)__mean", ("run_state", "discharge_temp")),
     ],
 )
 def test_signals_of(name: str, signals: tuple[str, ...]) -> None:
@@ -536,23 +598,28 @@ def test_signals_of(name: str, signals: tuple[str, ...]) -> None:
         ("a**2", "not one of"),
         ("a%b-c", "not one of"),
         ("a//b", "not one of"),
-        ("sqrt(a)", "the only function is imbalance"),
+        ("sqrt(a)", "the only functions are imbalance(), when()"),
         ("imbalance(a)", "at least 2 arguments"),
+        ("when(a)", "at least 2 arguments"),
+        ("when(a, b, c)", "at most 2 arguments"),
+        ("when(a < b < c, d)", "cannot be chained"),
+        ("when(a is b, c)", "not one of == != < <= > >="),
+        ("when(a in b, c)", "not one of == != < <= > >="),
+        ("a and b-c", "not allowed"),
         ("imbalance(a, b, k=c)", "plain arguments"),
         ("imbalance(*a)", "plain arguments"),
-        ("a.b()", "the only function"),
+        ("a.b()", "the only functions"),
         ("a[0]+b", "not allowed"),
         ("a if b else c-d", "not allowed"),
         ("lambda: a-b", "not allowed"),
         ("(a, b)", "not allowed"),
-        ("a < b-c", "not allowed"),
         ("'a'+b", "not a number"),
         ("True*a", "not a number"),
         ("1e999*a", "not a finite number"),
         ("2-3", "names no signal"),
         ("+a", "the only unary operator is -"),
         ("~a+b", "the only unary operator is -"),
-        ("__import__('os').system('x')", "the only function"),
+        ("__import__('os').system('x')", "the only functions"),
         ("a-b" * 400, "longer than"),
     ],
 )

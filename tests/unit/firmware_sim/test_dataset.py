@@ -13,6 +13,7 @@ import yaml
 
 from firmware_sim.dataset import write_dataset
 from firmware_sim.fleet import Fleet, load_fleet, parse_fleet, profiles_of
+from models.dataset import Dataset
 
 DEMO = Path(__file__).resolve().parents[3] / "firmware_sim" / "fleets" / "demo.yaml"
 
@@ -78,6 +79,13 @@ def test_manifest(dataset: tuple[Fleet, Path]) -> None:
     # counters, states and settings are columns, not signals
     for column in ("energy", "run_state", "alarm_code", "status_flags", "setpoint", "enable"):
         assert column not in m["signals"]
+    # when each asset type runs: its profile's run state says "running" at 1
+    assert m["operating"] == {"compressor": "run_state==1", "fan": "run_state==1"}
+    ds = Dataset(out)
+    rec = next(r for r in ds.recordings() if r.asset_type == "compressor")
+    running = rec.context["run_state"] == 1
+    assert 0 < running.mean() < 1  # it cycles
+    assert (rec.signals["current_l1"][running] > 0.5).all()  # and draws current when it runs
 
 
 def test_one_csv_per_device(dataset: tuple[Fleet, Path]) -> None:

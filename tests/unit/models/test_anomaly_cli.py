@@ -329,3 +329,76 @@ def test_labelled_training_windows_select_the_features_that_carry_the_anomaly(
     assert model["features"] and all(f.startswith("vibration__") for f in model["features"])
     dropped = [f for f, why in model["screened"].items() if "not relevant" in why]
     assert any(f.startswith("temperature__") for f in dropped)
+
+
+def cycling(folder: Path, *, operating: bool) -> Path:
+    """Two pumps that start and stop at random (runs and idle spells of 20-120 min):
+    running, the motor is at 60 °C, idle it cools to 25 °C (±1 K of noise). From row 2000
+    pump-2's motor runs 1 K hotter (labelled): a fault that shows only while it runs."""
+    rng = np.random.default_rng(11)
+    (folder / "data").mkdir(parents=True)
+    n = 3000
+    for unit in ("pump-1", "pump-2"):
+        state = np.zeros(n, int)
+        k, on = 0, 1
+        while k < n:
+            spell = int(rng.integers(20, 120))
+            state[k : k + spell] = on
+            k, on = k + spell, 1 - on
+        temp = np.where(state == 1, 60.0, 25.0) + rng.normal(0, 1.0, n)
+        label = np.zeros(n, int)
+        if unit == "pump-2":
+            temp[2000:] += 1.0 * state[2000:]
+            label[2000:] = 1
+        with (folder / "data" / f"{unit}.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["epoch", "temperature", "state", "bad"])
+            for r in range(n):
+                w.writerow([START + 60 * r, f"{temp[r]:.3f}", state[r], label[r]])
+    (folder / "dataset.yaml").write_text(
+        "name: cycling\nfiles: ['data/*.csv']\ntimestamp: {column: epoch, unit: s}\n"
+        "asset_type: {value: pump}\nsignals: [temperature]\nlabels: {anomaly: bad}\n"
+        "split: {train_rows: 1500}\n" + ("operating: state == 1\n" if operating else "")
+    )
+    return folder
+
+
+def test_operating_features_are_fitted_scored_and_judged_over_the_running_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    said = cycling(tmp_path / "said", operating=True)
+    unsaid = cycling(tmp_path / "unsaid", operating=False)
+    window = ["--window-rows", "60", "--hop-rows", "5"]
+    gated, plain = tmp_path / "gated", tmp_path / "plain"
+    fit(said, gated, *window, "--operating-features")
+    fit(said, plain, *window)  # the dataset says when the pumps run; the fit was not asked
+    names = load_detectors(gated)["pump"].manifest.feature_names
+    assert any(n.startswith("when(state==1,temperature)__") for n in names)
+    assert not any("when(" in n for n in load_detectors(plain)["pump"].manifest.feature_names)
+    card = json.loads((gated / "card.json").read_text())
+    assert card["settings"]["operating_features"] is True
+    # asked of a dataset that does not say when its machines run: refused, saying what
+    args = ["fit", "--task", "anomaly", "--dataset", str(unsaid), "--out", str(tmp_path / "x")]
+    assert main([*args, "--operating-features", "--no-progress"]) == 3
+    assert "say when its machines run" in capsys.readouterr().err
+
+    # the model reads the run state wherever it scores, dataset.yaml saying so or not
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    run_models("score", "--model", str(gated), "--dataset", str(said), "--out", str(a))
+    run_models("score", "--model", str(gated), "--dataset", str(unsaid), "--out", str(b))
+    assert a.read_text() == b.read_text()
+
+    # evaluate also counts the rows where the machine ran, when the dataset says
+    running_test_rows = 0
+    for unit in ("pump-1", "pump-2"):
+        rows = list(csv.DictReader((said / "data" / f"{unit}.csv").read_text().splitlines()))
+        running_test_rows += sum(r["state"] == "1" for r in rows[1500:])
+    for data, has in ((said, True), (unsaid, False)):
+        out = tmp_path / f"{data.name}.json"
+        run_models("evaluate", "--model", str(gated), "--dataset", str(data), "--out", str(out))
+        m = json.loads(out.read_text())["metrics"]["anomaly"]
+        assert ("while_running" in m) is has
+        if has:
+            r = m["while_running"]
+            assert r["tp"] + r["fp"] + r["tn"] + r["fn"] == running_test_rows
+            assert r["tp"] <= m["tp"] and r["fn"] <= m["fn"] and r["fp"] <= m["fp"]

@@ -160,6 +160,16 @@ def test_rows_with_bad_times_are_left_out_and_counted(tmp_path: Path) -> None:
             "line 2, column 'y'",
             "is not 0 or 1",
         ),
+        (BASIC + "operating: 'state ==== 1'\n", {}, "operating", "not a valid expression"),
+        (BASIC + "operating: {pump: 'sqrt(v)'}\n", {}, "operating", "for 'pump'"),
+        (BASIC + "operating: {}\n", {}, "operating", "at least one asset type"),
+        (BASIC + "operating: ' '\n", {}, "operating", "is empty"),
+        (
+            BASIC + "operating: run_state==1\n",
+            {"data/a.csv": "time,v\n2026-01-01,1\n"},
+            "operating",
+            "pump's operating condition 'run_state==1' reads column 'run_state'",
+        ),
         ("name: [unclosed\n", {}, "line", "not valid YAML"),
         (BASIC + "colour: red\n", {}, "colour", "Extra inputs are not permitted"),
     ],
@@ -185,3 +195,47 @@ def test_an_asset_whose_type_changes_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(DatasetError, match="asset 'a' has asset types"):
         list(Dataset(folder).recordings())
+
+
+def test_operating_columns_are_read_beside_the_signals_not_as_signals(tmp_path: Path) -> None:
+    folder = make(
+        tmp_path,
+        BASIC.replace("{value: pump}", "{column: kind}")
+        + "asset: {column: id}\n"
+        + "signals: [temp, flow]\n"
+        + "operating: {pump: 'run_state == 1', fan: 'amps > 0.5'}\n",
+        {
+            "data/a.csv": """
+                time,id,kind,temp,flow,run_state,amps
+                2026-01-01T00:00:00Z,p,pump,20,5,1,
+                2026-01-01T00:01:00Z,p,pump,21,6,0,
+                2026-01-01T00:00:00Z,f,fan,30,,,2.5
+                2026-01-01T00:01:00Z,f,fan,31,,,x
+            """
+        },
+    )
+    ds = Dataset(folder, context=["setpoint", "temp"])
+    assert ds.spec.operating_for("pump") == "run_state==1"  # spaces dropped: a feature name
+    assert ds.spec.operating_for("chiller") is None
+    assert ds.spec.operating_columns("fan") == ("amps",)
+    recs = {r.asset_id: r for r in ds.recordings()}
+    pump, fan = recs["p"], recs["f"]
+    assert list(pump.signals) == ["temp", "flow"]  # the run state is no candidate signal
+    assert pump.context["run_state"].tolist() == [1.0, 0.0]
+    assert "setpoint" not in pump.context  # a context column the file lacks: none
+    assert "temp" not in pump.context  # a signal stays a signal
+    assert fan.context["amps"][0] == 2.5 and np.isnan(fan.context["amps"][1])
+    assert ds.reports[0].bad_cells == {"amps": 1}  # counted like a signal's bad cell
+
+
+def test_a_dataset_may_say_when_all_its_machines_run(tmp_path: Path) -> None:
+    folder = make(
+        tmp_path,
+        BASIC + "operating: running\n",
+        {"data/a.csv": "time,v,running\n2026-01-01T00:00:00Z,1,1\n2026-01-01T00:01:00Z,2,0\n"},
+    )
+    ds = Dataset(folder)
+    (rec,) = ds.recordings()
+    assert ds.spec.operating_for("pump") == "running"
+    assert list(rec.signals) == ["v", "running"]  # every numeric column: here a signal too
+    assert rec.context == {}
