@@ -31,7 +31,10 @@ Passes, the scorer's clock a minute after a window end:
 2. ``--warm-passes`` warm ones, an hour apart, each after one new window per device (a
    scheduled pass's steady state): baselines cached, one new score per device.
 
-Per pass: devices/s and where the time went, timed around the scorer's own steps (the
+Per pass: the triggers' outcomes (an order opened, updated, unchanged, ...) by the unit the
+devices copy (``triggers_by_copy`` in the JSON: an order opened on a copy of a healthy unit,
+``cc-a``, ``cc-b``, ``fan-a`` or ``fan-b``, is a false one); devices/s and where the time
+went, timed around the scorer's own steps (the
 bench subclasses the scorer, the store and the runtime only to time their calls): the
 registry's device list; the work orders of the devices whose baseline is due (an open risk
 order keeps a baseline, a completed one starts it again); the baseline's store query,
@@ -53,7 +56,14 @@ a factor of two between runs is noise; the JSON has every figure:
   windows) 7-20 ms, 70-75 % of the pass; rows → matrix 0.8-2.2 ms; the models
   (``assess_many``, ~125 devices a call) 1.5-4.9 ms; storing the score 0.1-0.3 ms;
 - a trigger that opens an order 15-40 ms (one transaction of a dozen statements), one
-  that changes nothing 2-8 ms; paid by the devices at risk only (12 of 500 here).
+  that changes nothing 2-8 ms; paid by the devices at risk only.
+
+Which devices the shipped models put at risk (2026-11-26, the defaults: 501 devices, the
+cold pass on day 19): orders opened on all 24 copies of the failing units (12 of
+``cc-leak``, 12 of ``fan-bearing``) and on 6 of the 113 copies of ``fan-b``, a healthy
+fan that sits near the fan model's threshold (a copy's own ±5 % scale decides which side
+it falls); none on the 364 copies of ``cc-a``, ``cc-b`` and ``fan-a``. The warm passes
+opened 0 and 1 more (again a copy of ``fan-b``).
 
 With the InfluxDB store the queries take 73-104 ms (baseline) and 21-33 ms (history):
 6-9 devices/s cold, 27-42 warm.
@@ -74,6 +84,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -236,6 +247,10 @@ class TimedRuntime(RiskRuntime):
 class TimedScorer(RiskScorer):
     stages: Stages
     timed_store: TimedStore
+    source_of: dict[str, str]
+    """Device -> the simulated unit it copies."""
+    outcomes: dict[str, dict[str, int]]
+    """Simulated unit -> outcome of its copies' triggers -> how many, this pass."""
 
     def devices(self, ids: Any = None) -> list[DeviceRow]:
         t0 = time.perf_counter()
@@ -277,6 +292,8 @@ class TimedScorer(RiskScorer):
         t0 = time.perf_counter()
         out = super()._trigger(dev, a)
         self.stages.add("trigger", time.perf_counter() - t0)
+        copies = self.outcomes.setdefault(self.source_of[dev.id], {})
+        copies[out.outcome] = copies.get(out.outcome, 0) + 1
         return out
 
 
@@ -481,15 +498,23 @@ def open_store(args: argparse.Namespace, work: Path) -> tuple[TimeSeriesStore, A
     return SQLiteStore(work / "ts.db"), None
 
 
-def report(kind: str, stats: PassStats, seconds: float, parts: dict[str, Any]) -> dict[str, Any]:
+def report(
+    kind: str,
+    stats: PassStats,
+    seconds: float,
+    parts: dict[str, Any],
+    outcomes: dict[str, dict[str, int]],
+) -> dict[str, Any]:
     n = stats.devices
     line = ", ".join(
         f"{k} {v['per_device_ms']:.2f}" for k, v in parts.items() if v["calls"] or k == "other"
     )
+    by_copy = dict(sorted(outcomes.items()))
     print(
         f"{kind:>5} pass: {n} devices in {seconds:.2f} s = {n / seconds:,.1f} devices/s "
         f"({stats.scored} scored, {stats.learning} learning, {stats.no_data} without data, "
-        f"{stats.failed} failed; triggers {stats.triggers}); ms per device: {line}",
+        f"{stats.failed} failed; triggers {stats.triggers}, by the unit copied: {by_copy}); "
+        f"ms per device: {line}",
         flush=True,
     )
     return {
@@ -502,6 +527,7 @@ def report(kind: str, stats: PassStats, seconds: float, parts: dict[str, Any]) -
         "no_data": stats.no_data,
         "failed": stats.failed,
         "triggers": stats.triggers,
+        "triggers_by_copy": by_copy,
         "stages": parts,
     }
 
@@ -590,6 +616,9 @@ def main() -> int:
             )
             scorer.stages = stages
             scorer.timed_store = store
+            scorer.source_of = {d.id: d.source for d in fleet}
+            copies = dict(sorted(Counter(d.source for d in fleet).items()))
+            print(f"devices by the unit they copy: {copies}", flush=True)
 
             passes = []
             for k, end in enumerate(pass_ends):
@@ -602,12 +631,19 @@ def main() -> int:
                     inner.write(new)
                 clock[0] = end + AFTER_WINDOW_S
                 stages.reset()
+                scorer.outcomes = {}
                 t0 = time.perf_counter()
                 stats = scorer.scheduled_pass()
                 seconds = time.perf_counter() - t0
                 kind = "cold" if k == 0 else "warm"
                 passes.append(
-                    report(kind, stats, seconds, breakdown(stages, seconds, stats.devices))
+                    report(
+                        kind,
+                        stats,
+                        seconds,
+                        breakdown(stages, seconds, stats.devices),
+                        scorer.outcomes,
+                    )
                 )
         finally:
             store.close()
@@ -625,6 +661,7 @@ def main() -> int:
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "registry": {"backend": backend, "version": version},
         "store": args.store,
+        "copies": dict(sorted(Counter(d.source for d in fleet).items())),
         "seeding": {
             "simulate_s": round(sim_s, 2),
             "windows_written": written,
