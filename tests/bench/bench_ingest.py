@@ -37,6 +37,7 @@ sends them).
    cache snapshots as above. What ingest adds to the store's own tail.
 
 ``--influx-data KEY=VALUE`` sets an ``influxd`` ``[data]`` option for the run (TOML value).
+``--influx-cpus 1`` runs ``influxd`` on CPU 1 alone and the rest on the other CPUs.
 
 Everything shares this machine's cores (InfluxDB, Mosquitto, workers, publisher).
 Prints the figures and writes ``tests/bench/results/ingest.json``. Not a pass/fail test.
@@ -438,6 +439,22 @@ def latency(
 SLOW_MS = 150.0
 
 
+def _cpus(text: str) -> set[int]:
+    try:
+        return {int(c) for c in text.split(",")}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of CPU numbers: {text!r}") from None
+
+
+def pin_process(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` onto ``cpus`` (threads it starts later inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), cpus)
+        except ProcessLookupError:  # a thread that ended meanwhile
+            continue
+
+
 def cpu_seconds(pid: int | None) -> float:
     """User + system CPU seconds of process ``pid`` so far (0 without one)."""
     if pid is None:
@@ -558,14 +575,29 @@ def main() -> int:
         help="offer phases 3 and 4 this rate instead of half the measured throughput, to "
         "compare code or settings at the same load",
     )
+    p.add_argument(
+        "--influx-cpus",
+        type=_cpus,
+        default=None,
+        metavar="LIST",
+        help="run influxd on these CPUs (e.g. 1) and everything else on the others, as a "
+        "deployment that gives the store its own cores would",
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
     data = dict(kv.split("=", 1) for kv in args.influx_data)
+    if args.influx_cpus is not None:
+        others = os.sched_getaffinity(0) - args.influx_cpus
+        if not others or not args.influx_cpus <= os.sched_getaffinity(0):
+            p.error(f"--influx-cpus {sorted(args.influx_cpus)} leaves no CPU for the rest")
+        os.sched_setaffinity(0, others)  # the broker, the workers and this publisher
 
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         work = Path(tmp)
         influx = RestartableInflux(work / "influx", data=data)
         influx.start()
+        if args.influx_cpus is not None and influx.proc is not None:
+            pin_process(influx.proc.pid, args.influx_cpus)
         broker = stub.Broker(work)
         broker.start()
         try:
@@ -686,7 +718,10 @@ def main() -> int:
             influx.stop()
     result = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "args": {
+            k: str(v) if isinstance(v, Path) else sorted(v) if isinstance(v, set) else v
+            for k, v in vars(args).items()
+        },
         "raw": raw,
         "ingest": thr,
         "ingest_share_of_raw": thr["records_per_s"] / raw["write_points_per_s"],
