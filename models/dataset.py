@@ -22,10 +22,11 @@
                                       # its columns (edge_agent.features grammar); or one
                                       # per asset type: {compressor: "current_l1 > 0.5"}
 
-``operating`` names the rows where a machine works, so that training can also offer each
-signal's features over those rows alone (``when(run_state==1,discharge_temp)__mean``): a
-machine's condition shows while it runs, and a window's share of idle rows then no longer
-moves its features. The columns it reads are loaded beside the signals (they need not be
+``operating`` names the rows where a machine works: ``evaluate`` then also counts the
+detector's errors over those rows, and ``fit --operating-features`` offers each signal's
+features over those rows alone (``when(run_state==1,discharge_temp)__mean``): a machine's
+condition shows while it runs, and a window's share of idle rows then no longer moves
+those features. The columns it reads are loaded beside the signals (they need not be
 signals themselves); a file of that asset type without them is an error.
 
 A *recording* is one asset's rows of one file, in time order. What the loader does with
@@ -243,6 +244,11 @@ class Recording:
     @property
     def rows(self) -> int:
         return int(self.t.size)
+
+    @property
+    def columns(self) -> dict[str, F64]:
+        """The signals and the context columns, by name."""
+        return {**self.context, **self.signals}
 
     def frame(self) -> pd.DataFrame:
         """The signals as a DataFrame indexed by UTC time."""

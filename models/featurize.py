@@ -20,9 +20,9 @@ second); features that grow with the number of samples (``abs_energy``,
 ``absolute_sum_of_changes``, counts) or with the sample spacing (``mean_abs_change``, the
 per-sample slope) would change meaning between training data and a gateway polling at
 another rate, so they are not candidates. Known asset types add cross-signal relations of
-their physics (:data:`RELATIONS`), where the recording has the signals. A dataset that says
-when its machines run (``operating`` in ``dataset.yaml``) adds all of these again over the
-running samples alone.
+their physics (:data:`RELATIONS`), where the recording has the signals. Asked to
+(``fit --operating-features``), a dataset that says when its machines run (``operating`` in
+``dataset.yaml``) adds all of these again over the running samples alone.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def window_table(
     ends = window_ends(rec.rows, size, hop)
     x = np.empty((ends.size, len(names)), dtype=np.float64)
     offsets = np.arange(1 - size, 1, dtype=np.int64)
-    columns = {**rec.context, **rec.signals}
+    columns = rec.columns
     wanted = [s for s in needed_signals(names) if s in columns]
     for lo in range(0, ends.size, chunk):
         idx = ends[lo : lo + chunk, None] + offsets
