@@ -640,16 +640,14 @@ def _imbalance(*xs: FloatArray) -> FloatArray:
 
 
 def _when(condition: FloatArray, x: FloatArray) -> FloatArray:
-    with np.errstate(all="ignore"):
-        return np.where(np.isfinite(condition) & (condition != 0), x, _NAN)
+    return np.where(np.isfinite(condition) & (condition != 0), x, _NAN)
 
 
 def _comparison(
     op: Callable[[FloatArray, FloatArray], BoolArray],
 ) -> Callable[[FloatArray, FloatArray], FloatArray]:
     def f(a: FloatArray, b: FloatArray) -> FloatArray:
-        with np.errstate(all="ignore"):
-            return np.where(np.isnan(a) | np.isnan(b), _NAN, op(a, b).astype(np.float64))
+        return np.where(np.isnan(a) | np.isnan(b), _NAN, op(a, b).astype(np.float64))
 
     return f
 

@@ -491,12 +491,13 @@ class Dataset:
                     path, f"line {line}", f"empty {spec.asset.column if spec.asset else 'asset'}"
                 )
             kind = str(kinds[0])
-            for c in (*self.context, *spec.operating_columns(kind)):
+            operating = spec.operating_columns(kind)
+            for c in (*self.context, *operating):
                 if c in context or c in values:
                     continue
                 if c in df.columns:
                     context[c] = self._numbers(df[c], c, report)
-                elif c in spec.operating_columns(kind):
+                elif c in operating:
                     raise _error(
                         path,
                         "operating",

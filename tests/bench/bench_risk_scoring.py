@@ -661,7 +661,7 @@ def main() -> int:
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "registry": {"backend": backend, "version": version},
         "store": args.store,
-        "copies": dict(sorted(Counter(d.source for d in fleet).items())),
+        "copies": copies,
         "seeding": {
             "simulate_s": round(sim_s, 2),
             "windows_written": written,
